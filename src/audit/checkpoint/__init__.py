@@ -1,0 +1,7 @@
+"""Input layer: safetensors checkpoints as lazy, validated, hashed tensors."""
+
+from audit.checkpoint.checkpoint import Checkpoint, InputFile, open_checkpoint
+from audit.checkpoint.dtypes import DTYPES
+from audit.checkpoint.tensor import Moments, StoredTensor, TensorView
+
+__all__ = ["DTYPES", "Checkpoint", "InputFile", "Moments", "StoredTensor", "TensorView", "open_checkpoint"]

@@ -1,0 +1,197 @@
+"""A model checkpoint: its files, lazy tensors, config and tokenizer.
+
+Accepted layouts: one ``.safetensors`` file; a directory holding
+``model.safetensors``; a directory of shards with ``model.safetensors.index.json``
+(or, lacking an index, several ``.safetensors`` files whose union is the model).
+``config.json`` and ``tokenizer.json`` beside the weights are read when present.
+Pickled checkpoints are refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+
+from audit.checkpoint.hashing import sha256_file
+from audit.checkpoint.safetensors_file import (
+    PICKLE_SUFFIXES,
+    SafetensorsFile,
+    pickle_refusal,
+)
+from audit.checkpoint.tensor import StoredTensor
+from audit.errors import InputError
+
+INDEX_NAME = "model.safetensors.index.json"
+SIDE_FILES = ("config.json", "tokenizer.json")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file the audit read: where it is, its size and (lazily) its hash."""
+
+    path: Path
+    size: int
+    role: str  # "weights", "index", "config", "tokenizer"
+
+    @cached_property
+    def sha256(self) -> str:
+        return sha256_file(self.path)
+
+
+def _read_json(path: Path, what: str) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: {what} is not valid JSON ({exc})") from None
+
+
+class Checkpoint:
+    """The tensors of one model, memory-mapped and validated, nothing loaded."""
+
+    def __init__(self, path: Path, shards: list[Path], index: Path | None = None, weight_map: dict | None = None) -> None:
+        self.path = path
+        self.directory = path if path.is_dir() else path.parent
+        self.warnings: list[str] = []
+        self._weight_files = [SafetensorsFile(p) for p in shards]
+        self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
+        if index is None and path.is_file() and (self.directory / INDEX_NAME).is_file():
+            self.warnings.append(f"{path.name} may be one shard of a sharded model; pass the directory to read all shards")
+        side = {name: self.directory / name for name in SIDE_FILES if (self.directory / name).is_file()}
+        self.config: dict | None = self._load_config(side.get("config.json"))
+        self.tokenizer_path: Path | None = side.get("tokenizer.json")
+        self.files: tuple[InputFile, ...] = tuple(
+            [InputFile(f.path, f.size, "weights") for f in self._weight_files]
+            + ([InputFile(index, index.stat().st_size, "index")] if index else [])
+            + [InputFile(p, p.stat().st_size, name.removesuffix(".json")) for name, p in side.items()]
+        )
+
+    def _collect(self, index: Path | None, weight_map: dict) -> dict[str, StoredTensor]:
+        tensors: dict[str, StoredTensor] = {}
+        for weights in self._weight_files:
+            for name, entry in weights.entries.items():
+                if name in tensors:
+                    raise InputError(
+                        f"duplicate tensor '{name}' in {tensors[name].file.path.name} and {weights.path.name}"
+                    )
+                tensors[name] = StoredTensor(entry, weights)
+        if index is not None:
+            for name, shard in weight_map.items():
+                if name not in tensors or tensors[name].file.path.name != PurePosixPath(shard).name:
+                    raise InputError(f"{index.name} lists tensor '{name}' in {shard}, but {shard} does not contain it")
+            extra = sorted(set(tensors) - set(weight_map))
+            if extra:
+                self.warnings.append(f"{len(extra)} tensor(s) in the shards are not listed in {index.name}, e.g. '{extra[0]}'")
+        if not tensors:
+            raise InputError(f"{self.path}: the checkpoint holds no tensors")
+        return dict(sorted(tensors.items()))
+
+    @staticmethod
+    def _load_config(path: Path | None) -> dict | None:
+        if path is None:
+            return None
+        config = _read_json(path, "config.json")
+        if not isinstance(config, dict):
+            raise InputError(f"{path}: config.json is not a JSON object")
+        return config
+
+    @cached_property
+    def vocab(self) -> dict[str, int] | None:
+        """Token string -> id from ``tokenizer.json`` (None when absent)."""
+        if self.tokenizer_path is None:
+            return None
+        data = _read_json(self.tokenizer_path, "tokenizer.json")
+        model = data.get("model", {}) if isinstance(data, dict) else {}
+        vocab = model.get("vocab")
+        if isinstance(vocab, dict):
+            mapping = {str(token): int(i) for token, i in vocab.items()}
+        elif isinstance(vocab, list):  # Unigram: [[token, score], ...] in id order
+            mapping = {str(item[0]): i for i, item in enumerate(vocab)}
+        else:
+            raise InputError(f"{self.tokenizer_path}: no model.vocab in tokenizer.json")
+        for token in (data.get("added_tokens") or []) if isinstance(data, dict) else []:
+            if isinstance(token, dict) and "content" in token and "id" in token:
+                mapping[str(token["content"])] = int(token["id"])
+        return mapping
+
+    def tensor(self, name: str) -> StoredTensor:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise InputError(f"{self.path}: no tensor named '{name}'") from None
+
+    def file_hashes(self) -> dict[str, str]:
+        """File name (relative to the checkpoint directory) -> SHA-256."""
+        return {str(f.path.relative_to(self.directory)): f.sha256 for f in self.files}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files if f.role == "weights")
+
+    def close(self) -> None:
+        for weights in self._weight_files:
+            weights.close()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.path)!r}, tensors={len(self.tensors)}, files={len(self._weight_files)})"
+
+
+def _refuse_if_pickled(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise pickle_refusal(path)
+
+
+def _shards_from_index(index: Path) -> tuple[list[Path], Path, dict]:
+    data = _read_json(index, "shard index")
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f"{index}: shard index has no weight_map")
+    shards = []
+    for shard in sorted(set(map(str, weight_map.values()))):
+        relative = PurePosixPath(shard)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise InputError(f"{index}: shard path '{shard}' leaves the checkpoint directory")
+        candidate = index.parent / relative
+        if not candidate.is_file():
+            raise InputError(f"{index.name} names shard '{shard}', which does not exist in {index.parent}")
+        _refuse_if_pickled(candidate)
+        shards.append(candidate)
+    return shards, index, weight_map
+
+
+def _layout(path: Path) -> tuple[list[Path], Path | None, dict | None]:
+    """The weight files, the index and its weight map (if any) of a checkpoint path."""
+    if path.is_file():
+        if path.name.endswith(".index.json"):
+            return _shards_from_index(path)
+        _refuse_if_pickled(path)
+        return [path], None, None
+    index = path / INDEX_NAME
+    if index.is_file():
+        return _shards_from_index(index)
+    if (path / "model.safetensors").is_file():
+        return [path / "model.safetensors"], None, None
+    shards = sorted(p for p in path.glob("*.safetensors") if p.is_file())
+    if shards:
+        return shards, None, None
+    pickled = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise pickle_refusal(pickled[0])
+    raise InputError(f"{path}: no weights found (expected model.safetensors, {INDEX_NAME} or *.safetensors)")
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Open a checkpoint lazily; raise :class:`InputError` with one line if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    return Checkpoint(path, *_layout(path))

@@ -1,0 +1,196 @@
+"""Validated, memory-mapped access to one ``.safetensors`` file.
+
+We parse the header ourselves instead of going through ``safetensors.safe_open``
+because the methods need lazy, zero-copy access to row blocks and sampled
+elements of bf16/float8 tensors (which the library's numpy API cannot give),
+and because every malformed file must produce one precise sentence saying what
+is wrong.  The checks follow the format's rules: 8-byte little-endian header
+length, a JSON object header, and data offsets that tile the data section
+exactly, with no overlap, no hole and nothing outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audit.checkpoint.dtypes import DTYPES
+from audit.errors import InputError
+
+MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+
+
+def pickle_refusal(path: Path) -> InputError:
+    """The error for a pickled checkpoint: never unpickle, say how to convert."""
+    return InputError(
+        f"{path}: pickled PyTorch checkpoint refused (unpickling can execute arbitrary code). "
+        "Convert it once, in a sandbox you trust, with: python -c \"import torch, safetensors.torch as st; "
+        f"st.save_file(torch.load('{path.name}', weights_only=True), 'model.safetensors')\""
+    )
+
+
+def looks_pickled(head: bytes) -> bool:
+    """True for a zip archive (``torch.save``) or a raw pickle stream."""
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lives inside its file."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # byte offset relative to the start of the data section
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise InputError(f"duplicate tensor '{key}' in the header")
+        seen[key] = value
+    return seen
+
+
+class SafetensorsFile:
+    """One safetensors file: its validated header and a read-only memory map."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.size = self.path.stat().st_size
+            with open(self.path, "rb") as handle:
+                head = handle.read(8)
+                header_len = self._check_prefix(head)
+                raw = handle.read(header_len)
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+        self.data_start = 8 + header_len
+        try:
+            self.entries, self.metadata = self._parse_header(raw)
+        except InputError as exc:
+            raise InputError(f"{self.path}: {exc}") from None
+        self._mmap: mmap.mmap | None = None
+
+    def _check_prefix(self, head: bytes) -> int:
+        if self.size == 0:
+            raise InputError(f"{self.path}: empty file (0 bytes), not a safetensors checkpoint")
+        if looks_pickled(head):
+            raise pickle_refusal(self.path)
+        if self.size < 8:
+            raise InputError(f"{self.path}: {self.size} bytes is too short for a safetensors header")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > MAX_HEADER_BYTES:
+            raise InputError(
+                f"{self.path}: header length {header_len} bytes is absurd (limit {MAX_HEADER_BYTES}); "
+                "not a safetensors file, or corrupted"
+            )
+        if 8 + header_len > self.size:
+            raise InputError(
+                f"{self.path}: header length {header_len} bytes exceeds the file size {self.size} bytes "
+                "(truncated or not a safetensors file)"
+            )
+        return header_len
+
+    def _parse_header(self, raw: bytes) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+        try:
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"header is not valid JSON ({exc.__class__.__name__}: {exc})") from None
+        if not isinstance(header, dict):
+            raise InputError("header is not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict):
+            raise InputError("header field __metadata__ is not an object")
+        data_size = self.size - self.data_start
+        entries = {name: self._parse_entry(name, spec, data_size) for name, spec in header.items()}
+        self._check_tiling(entries, data_size)
+        return dict(sorted(entries.items())), {str(k): str(v) for k, v in metadata.items()}
+
+    @staticmethod
+    def _parse_entry(name: str, spec: object, data_size: int) -> TensorEntry:
+        if not isinstance(spec, dict) or not {"dtype", "shape", "data_offsets"} <= spec.keys():
+            raise InputError(f"tensor '{name}': header entry needs dtype, shape and data_offsets")
+        dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+        if dtype not in DTYPES:
+            raise InputError(f"tensor '{name}': unknown dtype {dtype!r} (supported: {', '.join(DTYPES)})")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise InputError(f"tensor '{name}': shape {shape!r} is not a list of non-negative integers")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise InputError(f"tensor '{name}': data_offsets {offsets!r} must be two integers 0 <= begin <= end")
+        entry = TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
+        expected = entry.numel * DTYPES[dtype].itemsize
+        if entry.end - entry.begin != expected:
+            raise InputError(
+                f"tensor '{name}': dtype {dtype} with shape {list(shape)} needs {expected} bytes "
+                f"but its data_offsets span {entry.end - entry.begin}"
+            )
+        if entry.end > data_size:
+            raise InputError(
+                f"tensor '{name}': data_offsets end at byte {entry.end} but the data section holds only "
+                f"{data_size} bytes (truncated file?)"
+            )
+        return entry
+
+    @staticmethod
+    def _check_tiling(entries: dict[str, TensorEntry], data_size: int) -> None:
+        position, previous = 0, None
+        for entry in sorted(entries.values(), key=lambda e: (e.begin, e.end)):
+            if entry.end == entry.begin:  # empty tensors occupy no bytes
+                continue
+            if entry.begin < position:
+                raise InputError(f"tensors '{previous}' and '{entry.name}' overlap in the data section")
+            if entry.begin > position:
+                raise InputError(f"bytes {position}..{entry.begin} of the data section belong to no tensor")
+            position, previous = entry.end, entry.name
+        if position != data_size:
+            raise InputError(
+                f"the data section holds {data_size} bytes but the tensors cover only {position} "
+                "(trailing bytes or a corrupted header)"
+            )
+
+    def array(self, entry: TensorEntry) -> np.ndarray:
+        """A zero-copy, read-only view of the stored tensor in its own dtype."""
+        if entry.numel == 0:
+            return np.zeros(entry.shape, dtype=DTYPES[entry.dtype])
+        if self._mmap is None:
+            with open(self.path, "rb") as handle:
+                self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            if self._mmap_size_changed():
+                raise InputError(f"{self.path}: file changed size while open")
+        return np.frombuffer(
+            self._mmap, dtype=DTYPES[entry.dtype], count=entry.numel, offset=self.data_start + entry.begin
+        ).reshape(entry.shape)
+
+    def _mmap_size_changed(self) -> bool:
+        return self._mmap is not None and len(self._mmap) != self.size
+
+    def close(self) -> None:
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # views still alive; the map is released with them
+                pass
+            self._mmap = None
+
+    def __repr__(self) -> str:
+        return f"SafetensorsFile({os.fspath(self.path)!r}, tensors={len(self.entries)})"

@@ -1,0 +1,248 @@
+"""Lazy tensors and canonical views of them.
+
+A :class:`StoredTensor` is one tensor as stored in a file (memory-mapped, never
+read until asked).  A :class:`TensorView` is what a role points at: the stored
+tensor in the canonical PyTorch ``Linear`` layout ``[out, in]``, possibly a
+subset of its output rows (one part of a fused qkv or gate_up tensor), possibly
+transposed (GPT-2's Conv1D stores ``[in, out]``).  Views read row blocks,
+sampled elements or the whole matrix, always widened to float64 (or float32 on
+request) before any arithmetic, and stream their moments so memory does not
+grow with the tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from audit.checkpoint.dtypes import is_float, numpy_dtype
+from audit.checkpoint.safetensors_file import SafetensorsFile, TensorEntry
+from audit.errors import InputError, NonFiniteError
+
+BLOCK_ELEMENTS = 1 << 22  # 4M elements: 32 MB per float64 block
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """A tensor inside a safetensors file; nothing is read until :meth:`raw`."""
+
+    entry: TensorEntry
+    file: SafetensorsFile
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def dtype(self) -> str:
+        return self.entry.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.entry.shape
+
+    @property
+    def numel(self) -> int:
+        return self.entry.numel
+
+    @property
+    def nbytes(self) -> int:
+        return self.entry.end - self.entry.begin
+
+    def raw(self) -> np.ndarray:
+        """Zero-copy read-only memory-mapped array in the stored dtype."""
+        return self.file.array(self.entry)
+
+    def view(self) -> TensorView:
+        return TensorView(self)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and sum of squared deviations, merged exactly across blocks."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @classmethod
+    def of(cls, block: np.ndarray) -> Moments:
+        if block.size == 0:
+            return cls()
+        mean = float(block.mean(dtype=np.float64))
+        return cls(block.size, mean, float(np.square(block - mean, dtype=np.float64).sum()))
+
+    def merge(self, other: Moments) -> Moments:
+        """Chan et al.'s pairwise update: stable for any block sizes."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.count / count
+        m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / count
+        return Moments(count, mean, m2)
+
+    def var(self, ddof: int = 0) -> float:
+        if self.count - ddof <= 0:
+            return math.nan
+        return self.m2 / (self.count - ddof)
+
+    def std(self, ddof: int = 0) -> float:
+        return math.sqrt(self.var(ddof))
+
+
+@dataclass(frozen=True)
+class TensorView:
+    """A stored tensor seen in canonical ``[out, in]`` layout.
+
+    ``row_ranges`` selects output rows (half-open ranges in canonical row
+    numbering) and is ``None`` for all rows; ``transposed`` marks tensors
+    stored ``[in, out]``.  ``part`` names the selected part of a fused tensor.
+    """
+
+    source: StoredTensor
+    transposed: bool = False
+    row_ranges: tuple[tuple[int, int], ...] | None = None
+    part: str | None = None
+
+    def __post_init__(self) -> None:
+        if not is_float(self.source.dtype):
+            raise InputError(f"tensor '{self.source.name}' has dtype {self.source.dtype}; a float weight is needed")
+        if self.transposed and len(self.source.shape) != 2:
+            raise InputError(f"tensor '{self.source.name}' with shape {list(self.source.shape)} cannot be transposed")
+        if self.row_ranges is not None:
+            total = self._base_shape[0] if self._base_shape else 0
+            for start, stop in self.row_ranges:
+                if not 0 <= start < stop <= total:
+                    raise InputError(
+                        f"tensor '{self.source.name}': rows {start}..{stop} requested for {self.part or 'a part'} "
+                        f"but it has {total} rows"
+                    )
+
+    @property
+    def name(self) -> str:
+        return self.source.name if self.part is None else f"{self.source.name}[{self.part}]"
+
+    @property
+    def _base_shape(self) -> tuple[int, ...]:
+        shape = self.source.shape
+        return (shape[1], shape[0]) if self.transposed else shape
+
+    @property
+    def _ranges(self) -> tuple[tuple[int, int], ...]:
+        if self.row_ranges is not None:
+            return self.row_ranges
+        return ((0, self._base_shape[0]),) if self._base_shape else ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        base = self._base_shape
+        if self.row_ranges is None or not base:
+            return base
+        return (sum(stop - start for start, stop in self.row_ranges), *base[1:])
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of storage this view reads."""
+        return self.numel * numpy_dtype(self.source.dtype).itemsize
+
+    def _base_rows(self, start: int, stop: int) -> np.ndarray:
+        """Canonical rows ``start:stop`` of the whole stored tensor, stored dtype."""
+        raw = self.source.raw()
+        return raw[:, start:stop].T if self.transposed else raw[start:stop]
+
+    def _segments(self, max_elements: int) -> Iterator[tuple[int, int]]:
+        """Base-row ranges of at most ``max_elements`` elements, in view order."""
+        row_elems = max(1, math.prod(self._base_shape[1:]))
+        step = max(1, max_elements // row_elems)
+        for start, stop in self._ranges:
+            for block_start in range(start, stop, step):
+                yield block_start, min(stop, block_start + step)
+
+    def blocks(self, dtype: type = np.float64, max_elements: int = BLOCK_ELEMENTS) -> Iterator[np.ndarray]:
+        """Consecutive canonical row blocks, widened to ``dtype``."""
+        if not self._base_shape:
+            yield np.asarray(self.source.raw(), dtype=dtype).reshape(())
+            return
+        for start, stop in self._segments(max_elements):
+            yield np.asarray(self._base_rows(start, stop), dtype=dtype)
+
+    def read(self, dtype: type = np.float64) -> np.ndarray:
+        """The whole view as one array (only for tensors a method must hold)."""
+        parts = list(self.blocks(dtype))
+        if not self._base_shape:
+            return parts[0]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+    def read_rows(self, start: int, stop: int, dtype: type = np.float64) -> np.ndarray:
+        """Canonical rows ``start:stop`` of this view."""
+        if not 0 <= start <= stop <= self.shape[0]:
+            raise IndexError(f"rows {start}:{stop} outside {self.shape[0]} rows of {self.name}")
+        base = self._to_base_rows(np.arange(start, stop))
+        pieces = [self._base_rows(int(a), int(b)) for a, b in _runs(base)]
+        if not pieces:
+            return np.zeros((0, *self.shape[1:]), dtype=dtype)
+        return np.concatenate([np.asarray(p, dtype=dtype) for p in pieces], axis=0)
+
+    def _to_base_rows(self, rows: np.ndarray) -> np.ndarray:
+        starts = np.array([a for a, _ in self._ranges], dtype=np.int64)
+        lengths = np.array([b - a for a, b in self._ranges], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        which = np.searchsorted(offsets, rows, side="right") - 1
+        return starts[which] + (rows - offsets[which])
+
+    def sample(self, positions: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+        """Elements at flat positions of the canonical view (C order), as ``dtype``.
+
+        Only the pages holding those elements are touched.
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size and (positions.min() < 0 or positions.max() >= self.numel):
+            raise IndexError(f"sample positions outside the {self.numel} elements of {self.name}")
+        raw = self.source.raw()
+        if len(self.shape) == 1:
+            return np.asarray(raw[self._to_base_rows(positions)], dtype=dtype)
+        cols = math.prod(self.shape[1:])
+        rows, within = np.divmod(positions, cols)
+        base_rows = self._to_base_rows(rows)
+        if self.transposed:
+            return np.asarray(raw[within, base_rows], dtype=dtype)
+        return np.asarray(raw.reshape(raw.shape[0], -1)[base_rows, within], dtype=dtype)
+
+    def moments(self, check_finite: bool = True) -> Moments:
+        """Streaming float64 moments of every element; raises on NaN/Inf."""
+        total = Moments()
+        for block in self.blocks(np.float64):
+            if check_finite:
+                require_finite(block, self.name)
+            total = total.merge(Moments.of(block))
+        return total
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` naming this tensor if it holds NaN/Inf."""
+        for block in self.blocks(np.float64):
+            require_finite(block, self.name)
+
+
+def require_finite(values: np.ndarray, name: str) -> None:
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise NonFiniteError(name, int(finite.size - np.count_nonzero(finite)))
+
+
+def _runs(indices: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Maximal runs of consecutive integers as half-open ranges."""
+    if indices.size == 0:
+        return
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    for chunk in np.split(indices, breaks):
+        yield int(chunk[0]), int(chunk[-1]) + 1

@@ -1,0 +1,187 @@
+"""Synthetic checkpoints of every supported family, for tests and benchmarks.
+
+Tensor names come from the same family specs that :func:`audit.roles.assign_roles`
+reads, fused tensors are packed with the same :func:`split_ranges`, and every
+value is drawn from a seeded generator, so a test can compare what the reader
+returns with what was written.  Weights are i.i.d. normal (the
+permutation-symmetric initialisation that the exact tests assume), norm gains
+near one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from audit.checkpoint.dtypes import DTYPES
+from audit.roles.families import BUILTINS
+from audit.roles.spec import AttentionShape, FamilySpec, Pattern, split_ranges
+
+BIASED_FAMILIES = frozenset({"gpt2", "gpt-neox", "bert"})
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Architecture of a synthetic model."""
+
+    layers: int = 2
+    hidden: int = 32
+    mlp: int = 64
+    heads: int = 4
+    kv_heads: int | None = None  # None: same as heads
+    vocab: int = 50
+    experts: int = 0
+    shared_mlp: int = 0  # width of the shared expert, 0 for none
+    dense_layers: tuple[int, ...] = ()  # MoE models: layers with a dense MLP instead of experts
+    positions: int = 64
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def attention(self) -> AttentionShape:
+        return AttentionShape(self.heads, self.kv_heads or self.heads, self.head_dim)
+
+
+@dataclass
+class Built:
+    """What was written: the path and, per canonical slot, the float32 values."""
+
+    path: Path
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
+    parameters: int = 0
+
+
+def _shape(role: str, dims: Dims, width: int) -> tuple[int, ...]:
+    q, kv = dims.heads * dims.head_dim, (dims.kv_heads or dims.heads) * dims.head_dim
+    rows = {"attn.q": q, "attn.k": kv, "attn.v": kv, "attn.o": dims.hidden, "mlp.gate": width, "mlp.up": width,
+            "mlp.down": dims.hidden, "gate": width, "up": width, "down": dims.hidden}
+    cols = {"attn.o": q, "mlp.down": width, "down": width}
+    base = role.removesuffix(".bias")
+    if role.endswith(".bias"):
+        return (rows.get(base, dims.hidden),)
+    if base in rows:
+        return (rows[base], cols.get(base, dims.hidden))
+    special = {"attn.q_norm": (dims.head_dim,), "attn.k_norm": (dims.head_dim,), "moe.router": (dims.experts, dims.hidden),
+               "moe.shared_router": (1, dims.hidden), "embed": (dims.vocab, dims.hidden), "head": (dims.vocab, dims.hidden),
+               "embed.pos": (dims.positions, dims.hidden), "embed.type": (2, dims.hidden)}
+    return special.get(role, (dims.hidden,))  # norms
+
+
+def _wanted(pattern: Pattern, spec: FamilySpec, dims: Dims, layer: int, qk_norm: bool) -> bool:
+    roles = set(pattern.roles)
+    if pattern.kind == "ignore" or (len(pattern.placeholders) == 0 and pattern.kind != "global"):
+        return False
+    fused_roles = {r for p in spec.patterns if p.split for r in p.roles}
+    if not pattern.split and roles & fused_roles:
+        return False
+    if any(r.endswith(".bias") for r in roles) and spec.family not in BIASED_FAMILIES:
+        return False
+    if roles & {"attn.q_norm", "attn.k_norm"} and not qk_norm:
+        return False
+    moe_layer = dims.experts > 0 and layer not in dims.dense_layers
+    if roles & {"mlp.gate", "mlp.up", "mlp.down"} and moe_layer:
+        return False
+    if pattern.kind == "expert" or "moe.router" in roles:
+        return moe_layer
+    if pattern.kind == "shared_expert" or "moe.shared_router" in roles:
+        return moe_layer and dims.shared_mlp > 0
+    return True
+
+
+def _config(spec: FamilySpec, dims: Dims) -> dict:
+    kv = dims.kv_heads or dims.heads
+    return {
+        "architectures": [spec.architectures[0]],
+        "model_type": spec.model_types[0],
+        "hidden_size": dims.hidden, "n_embd": dims.hidden,
+        "intermediate_size": dims.mlp, "moe_intermediate_size": dims.mlp,
+        "num_hidden_layers": dims.layers, "n_layer": dims.layers,
+        "num_attention_heads": dims.heads, "n_head": dims.heads,
+        "num_key_value_heads": kv, "head_dim": dims.head_dim,
+        "vocab_size": dims.vocab, "max_position_embeddings": dims.positions,
+        **({"num_local_experts": dims.experts, "num_experts": dims.experts, "n_routed_experts": dims.experts}
+           if dims.experts else {}),
+        **({"shared_expert_intermediate_size": dims.shared_mlp} if dims.shared_mlp else {}),
+        "torch_dtype": "float32",
+    }
+
+
+def make_checkpoint(
+    path: str | Path,
+    family: str = "llama",
+    dims: Dims = Dims(),
+    dtype: str = "F32",
+    seed: int = 0,
+    shards: int = 1,
+    qk_norm: bool = False,
+    std: float = 0.02,
+    config: bool = True,
+) -> Built:
+    """Write a random checkpoint of ``family`` to directory ``path``."""
+    spec = BUILTINS[family]
+    rng = np.random.default_rng(seed)
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    built = Built(directory)
+    tensors: dict[str, np.ndarray] = {}
+    prefix = spec.strip_prefixes[0] if spec.strip_prefixes else ""
+    for pattern in spec.patterns:
+        for layer in range(dims.layers) if pattern.placeholders else [None]:
+            if not _wanted(pattern, spec, dims, layer if layer is not None else -1, qk_norm):
+                continue
+            for expert in range(dims.experts) if "expert" in pattern.placeholders else [None]:
+                width = dims.shared_mlp if pattern.kind == "shared_expert" else dims.mlp
+                parts = []
+                for role in pattern.roles:
+                    shape = _shape(role, dims, width)
+                    norm_like = role.startswith("norm.") and not role.endswith(".bias") or role.endswith("_norm")
+                    values = (1.0 + 0.1 * rng.standard_normal(shape) if norm_like else std * rng.standard_normal(shape))
+                    values = values.astype(np.float32)
+                    parts.append(values)
+                    slot = {"global": f"global.{role}", "layer": f"layers.{layer}.{role}",
+                            "shared_expert": f"shared.{layer}.{role}", "expert": f"experts.{layer}.{expert}.{role}"}
+                    built.reference[slot[pattern.kind]] = values
+                canonical = parts[0] if not pattern.split else _fuse(pattern, parts, dims)
+                stored = canonical.T if spec.layer_layout == "in_out" and pattern.kind != "global" and canonical.ndim == 2 else canonical
+                name = prefix + pattern.template.format(layer=layer, expert=expert)
+                tensors[name] = np.ascontiguousarray(stored).astype(DTYPES[dtype])
+                built.parameters += stored.size
+    _write(directory, tensors, shards)
+    if config:
+        (directory / "config.json").write_text(json.dumps(_config(spec, dims), indent=2))
+    return built
+
+
+def _fuse(pattern: Pattern, parts: list[np.ndarray], dims: Dims) -> np.ndarray:
+    rows = sum(p.shape[0] for p in parts)
+    fused = np.empty((rows, *parts[0].shape[1:]), dtype=np.float32)
+    for part, ranges in zip(parts, split_ranges(pattern.split, rows, dims.attention, pattern.template)):
+        offset = 0
+        for start, stop in ranges:
+            fused[start:stop] = part[offset : offset + stop - start]
+            offset += stop - start
+    return fused
+
+
+def _write(directory: Path, tensors: dict[str, np.ndarray], shards: int) -> None:
+    names = sorted(tensors)
+    if shards <= 1:
+        save_file({n: tensors[n] for n in names}, directory / "model.safetensors", metadata={"format": "pt"})
+        return
+    per_shard = math.ceil(len(names) / shards)
+    weight_map = {}
+    for i in range(shards):
+        chunk = names[i * per_shard : (i + 1) * per_shard]
+        shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({n: tensors[n] for n in chunk}, directory / shard, metadata={"format": "pt"})
+        weight_map |= {n: shard for n in chunk}
+    total = sum(t.nbytes for t in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
