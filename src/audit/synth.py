@@ -76,7 +76,7 @@ def _shape(role: str, dims: Dims, width: int) -> tuple[int, ...]:
 
 def _wanted(pattern: Pattern, spec: FamilySpec, dims: Dims, layer: int, qk_norm: bool) -> bool:
     roles = set(pattern.roles)
-    if pattern.kind == "ignore" or (len(pattern.placeholders) == 0 and pattern.kind != "global"):
+    if pattern.kind == "ignore" or pattern.alternate:
         return False
     fused_roles = {r for p in spec.patterns if p.split for r in p.roles}
     if not pattern.split and roles & fused_roles:

@@ -38,8 +38,14 @@ def pickle_refusal(path: Path) -> InputError:
 
 
 def looks_pickled(head: bytes) -> bool:
-    """True for a zip archive (``torch.save``) or a raw pickle stream."""
-    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+    """True for a zip archive (``torch.save``) or a raw pickle stream.
+
+    ``head`` is the first 9 bytes.  A safetensors header length can begin with
+    the pickle protocol bytes too, but its JSON then opens with ``{``.
+    """
+    if head.startswith(b"PK\x03\x04"):
+        return True
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and head[8:9] != b"{"
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,9 @@ class SafetensorsFile:
         try:
             self.size = self.path.stat().st_size
             with open(self.path, "rb") as handle:
-                head = handle.read(8)
+                head = handle.read(9)
                 header_len = self._check_prefix(head)
+                handle.seek(8)
                 raw = handle.read(header_len)
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
@@ -93,7 +100,7 @@ class SafetensorsFile:
             raise pickle_refusal(self.path)
         if self.size < 8:
             raise InputError(f"{self.path}: {self.size} bytes is too short for a safetensors header")
-        (header_len,) = struct.unpack("<Q", head)
+        (header_len,) = struct.unpack("<Q", head[:8])
         if header_len > MAX_HEADER_BYTES:
             raise InputError(
                 f"{self.path}: header length {header_len} bytes is absurd (limit {MAX_HEADER_BYTES}); "

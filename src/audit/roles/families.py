@@ -140,6 +140,18 @@ BUILTIN_SPECS: list[dict] = [
     },
 ]
 
+def _with_tf_layernorm_names(spec: dict) -> dict:
+    """BERT checkpoints converted from TensorFlow name LayerNorm gains gamma and beta."""
+    for kind in ("global", "layer"):
+        for role, template in spec[kind].items():
+            if ".LayerNorm." in template:
+                tf_name = template.replace(".weight", ".gamma").replace(".bias", ".beta")
+                spec[kind][role] = [template, tf_name]
+    return spec
+
+
+BUILTIN_SPECS[-1] = _with_tf_layernorm_names(BUILTIN_SPECS[-1])
+
 BUILTINS: dict[str, FamilySpec] = {}
 for _data in BUILTIN_SPECS:
     BUILTINS[_data["family"]] = FamilySpec.from_dict(_data)

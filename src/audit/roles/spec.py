@@ -108,6 +108,7 @@ class Pattern:
     template: str
     roles: tuple[str, ...]
     split: str | None = None
+    alternate: bool = False  # a second name for the same slot (e.g. TF's LayerNorm gamma)
 
     @property
     def regex(self) -> str:
@@ -149,8 +150,8 @@ class FamilySpec:
             for role, templates in (data.get(kind) or {}).items():
                 if role not in allowed:
                     raise InputError(f"mapping '{data['family']}': '{role}' is not a {kind} role (known: {sorted(allowed)})")
-                for template in [templates] if isinstance(templates, str) else templates:
-                    patterns.append(_checked(Pattern(kind, template, (role,)), data["family"]))
+                for n, template in enumerate([templates] if isinstance(templates, str) else templates):
+                    patterns.append(_checked(Pattern(kind, template, (role,), alternate=n > 0), data["family"]))
         for template, fused in (data.get("fused") or {}).items():
             into = tuple(fused.get("into", ()))
             if fused.get("split") not in SPLITS or len(into) != (2 if fused.get("split") == "halves" else 3):
