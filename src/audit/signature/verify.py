@@ -1,0 +1,234 @@
+"""Verify a signed audit report: signature, coverage, trust, attached manifest.
+
+The judgement is pyHanko's: a signature passes only when its validation
+status' ``bottom_line`` holds (intact, valid, trusted, time stamp if any, no
+illegal modifications), and any exception while validating is a failure.
+Two checks are added on top, because a report is a closed document: the
+signature must cover the whole file (nothing appended after signing, not even
+an update pyHanko would call harmless), and the attached files are read from
+the revision the signature covers, so what the caller compares is what the
+auditor signed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from io import BytesIO
+from pathlib import Path
+from typing import NamedTuple
+
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
+from pyhanko.sign.validation.settings import KeyUsageConstraints
+from pyhanko.sign.validation.status import PdfSignatureStatus, SignatureCoverageLevel
+from pyhanko_certvalidator import ValidationContext
+
+from audit.errors import InputError
+from audit.signature.attachments import embedded_files
+from audit.signature.keys import CertificateInfo
+
+KEY_USAGES = frozenset({"digital_signature", "non_repudiation"})
+"""Either suffices: CA-issued signing certificates carry one or both."""
+
+
+class Check(NamedTuple):
+    """One verification step: its name, whether it passed, one line for the user."""
+
+    name: str
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """Everything :func:`verify_pdf` found; ``checks`` holds one line per check."""
+
+    checks: tuple[Check, ...]
+    intact: bool
+    valid: bool
+    trusted: bool
+    covers_whole_file: bool
+    signer: CertificateInfo | None
+    signing_time: datetime | None
+    """As claimed by the signer (the signature dictionary's /M); not evidence by itself."""
+    timestamp_time: datetime | None
+    """As attested by a time-stamp authority (PAdES-B-T), when there is a token."""
+    attachments: Mapping[str, bytes]
+    """Embedded files by name, from the signed revision (the whole file when unsigned)."""
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+
+@dataclass(frozen=True)
+class ReportVerification:
+    """:func:`verify_report`'s answer: every check, and the signed manifest if it parsed."""
+
+    checks: tuple[Check, ...]
+    manifest: dict | None
+    result: VerificationResult
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+
+def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificate] | None = None) -> VerificationResult:
+    """Validate the one signature of a report against ``trust_certs`` (no network is used).
+
+    Without trust roots nothing can be trusted: a sound signature is then
+    reported as "valid but untrusted", and the trust check fails.  A file that
+    cannot be read is an :class:`InputError`; every problem found inside it is
+    a failed check.
+    """
+    data = _read(source)
+    roots = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in trust_certs or ()]
+    failed = VerificationResult((), False, False, False, False, None, None, None, {})
+    try:
+        signatures = PdfFileReader(BytesIO(data)).embedded_signatures
+    except Exception as exc:  # any parse failure means the file is not a verifiable report
+        return replace(failed, checks=(Check("signature", False, f"not a readable PDF: {_one_line(exc)}"),))
+    if len(signatures) != 1:
+        message = "the file is not signed" if not signatures else f"found {len(signatures)} signatures, a report carries one"
+        files, problem = _attachments(data)
+        return replace(failed, checks=(Check("signature", False, message), *problem), attachments=files)
+    sig = signatures[0]
+    signer = CertificateInfo.of(x509.load_der_x509_certificate(sig.signer_cert.dump()))
+    signed_end = sig.byte_range[2] + sig.byte_range[3]
+    signed_files, problem = _attachments(data[:signed_end])
+    try:
+        status = validate_pdf_signature(
+            sig,
+            signer_validation_context=ValidationContext(trust_roots=roots, allow_fetching=False),
+            key_usage_settings=KeyUsageConstraints(key_usage=set(KEY_USAGES)),
+        )
+    except Exception as exc:  # pyHanko's judgement failed to form: that is a failed signature
+        check = Check("signature", False, f"signature of {signer.subject} could not be validated: {_one_line(exc)}")
+        return replace(failed, checks=(check, *problem), signer=signer, attachments=signed_files)
+    whole = status.coverage == SignatureCoverageLevel.ENTIRE_FILE
+    checks = (
+        _signature_check(status, signer),
+        Check("coverage", True, "the signature covers the whole file") if whole else _coverage_failure(data, signed_end, signed_files),
+        _trust_check(status, bool(roots)),
+        *problem,
+    )
+    return VerificationResult(
+        checks=checks,
+        intact=status.intact,
+        valid=status.valid,
+        trusted=status.trusted,
+        covers_whole_file=whole,
+        signer=signer,
+        signing_time=status.signer_reported_dt,
+        timestamp_time=status.timestamp_validity.timestamp if status.timestamp_validity else None,
+        attachments=signed_files,
+    )
+
+
+def verify_report(
+    source: str | Path | bytes,
+    trust_certs: Sequence[x509.Certificate] | None = None,
+    *,
+    manifest_name: str,
+) -> ReportVerification:
+    """All checks ``audit verify`` runs on the document: :func:`verify_pdf`'s, then the manifest.
+
+    The manifest check passes when ``manifest_name`` is attached in the signed
+    revision and is a JSON object; the parsed object comes back for the
+    caller's re-hash and recompute checks.
+    """
+    result = verify_pdf(source, trust_certs)
+    raw = result.attachments.get(manifest_name)
+    manifest = None
+    if raw is None:
+        attached = ", ".join(sorted(result.attachments)) or "none"
+        check = Check("manifest", False, f"{manifest_name} is not attached (attached: {attached})")
+    else:
+        try:
+            manifest = json.loads(raw)
+        except ValueError as exc:
+            check = Check("manifest", False, f"{manifest_name} is not valid JSON: {exc}")
+        else:
+            if isinstance(manifest, dict):
+                check = Check("manifest", True, f"{manifest_name} attached in the signed revision ({len(raw)} bytes of JSON)")
+            else:
+                manifest = None
+                check = Check("manifest", False, f"{manifest_name} is JSON but not an object")
+    return ReportVerification(result.checks + (check,), manifest, result)
+
+
+def _signature_check(status: PdfSignatureStatus, signer: CertificateInfo) -> Check:
+    if not status.intact:
+        return Check("signature", False, "the signed bytes were changed after signing (digest mismatch)")
+    if not status.valid:
+        return Check("signature", False, f"the signature value does not verify with the certificate of {signer.subject}")
+    return Check(
+        "signature",
+        True,
+        f"intact and cryptographically valid ({status.pkcs7_signature_mechanism}, {status.md_algorithm}), "
+        f"signed by {signer.subject}",
+    )
+
+
+def _coverage_failure(data: bytes, signed_end: int, signed_files: Mapping[str, bytes]) -> Check:
+    """Say how much follows the signed part and which attachments it changes."""
+    appended = len(data) - signed_end
+    latest, problem = _attachments(data)
+    if problem:
+        detail = f"; with them {problem[0].message}"
+    else:
+        changed = sorted(n for n in signed_files.keys() | latest.keys() if signed_files.get(n) != latest.get(n))
+        detail = f"; they change the attached file(s) {', '.join(changed)}" if changed else ""
+    return Check(
+        "coverage",
+        False,
+        f"the signature does not cover the whole file: {appended} byte{' follows' if appended == 1 else 's follow'} "
+        f"the signed part{detail}",
+    )
+
+
+def _trust_check(status: PdfSignatureStatus, have_roots: bool) -> Check:
+    if status.bottom_line:
+        anchor = status.validation_path[0].subject.human_friendly
+        return Check("trust", True, f"the signer's certificate is trusted (trust root: {anchor})")
+    if not (status.intact and status.valid):
+        return Check("trust", False, "not trusted: the signature itself is not valid")
+    if not have_roots:
+        return Check("trust", False, "valid but untrusted: no trust root given (pass the auditor's certificate with --trust)")
+    if not status.trusted:
+        problem = status.trust_problem_indic.name if status.trust_problem_indic else "no path to a trust root"
+        return Check("trust", False, f"untrusted: the signer's certificate does not validate against the given trust root(s) ({problem})")
+    ts = status.timestamp_validity
+    if ts is not None and not (ts.intact and ts.valid and ts.trusted):
+        return Check("trust", False, "the time-stamp token is invalid or its authority is not among the trust roots")
+    return Check("trust", False, "pyHanko's bottom line is negative: modifications after signing break the document's policy")
+
+
+def _attachments(data: bytes) -> tuple[dict[str, bytes], tuple[Check, ...]]:
+    """Embedded files of the PDF ``data``, or none and a failed check saying why."""
+    try:
+        return embedded_files(PdfFileReader(BytesIO(data))), ()
+    except Exception as exc:  # malformed attachments are a finding, not a crash
+        return {}, (Check("attachments", False, f"the attached files cannot be read: {_one_line(exc)}"),)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "no details"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _read(source: str | Path | bytes) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {source}: {exc.strerror or exc}") from exc

@@ -1,0 +1,377 @@
+"""Sign a WeasyPrint PDF/A-3b like the real report, then verify it with pyHanko and poppler.
+
+Everything is local: keys are made here, the time-stamp authority is a tiny
+HTTP server on 127.0.0.1, and poppler's pdfsig/pdfdetach are the independent
+second opinion the design asks for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+import weasyprint
+from asn1crypto import keys as asn1_keys
+from asn1crypto import tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.embed import EmbeddedFileObject, FileSpec, embed_file
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign.timestamps import DummyTimeStamper
+
+from audit.atomic import write_atomic
+from audit.errors import InputError
+from audit.signature import (
+    demo_key,
+    is_self_signed,
+    keygen,
+    load_certificates,
+    load_pem,
+    load_pkcs12,
+    sign_pdf,
+    verify_pdf,
+    verify_report,
+)
+
+MANIFEST_NAME = "audit-manifest.json"
+MANIFEST = {"case_id": "TEST-1", "statistic": 0.927, "inputs": [{"sha256": "ab" * 32}]}
+PASSPHRASE = "correct horse battery staple"
+
+needs_poppler = pytest.mark.skipif(shutil.which("pdfsig") is None, reason="poppler-utils not installed")
+
+
+def render_pdf(manifest: bytes | None = json.dumps(MANIFEST).encode()) -> bytes:
+    """A small PDF/A-3b made the way the report is made: WeasyPrint, JSON attached as Data."""
+    attachments = [] if manifest is None else [
+        weasyprint.Attachment(string=manifest.decode(), name=MANIFEST_NAME, relationship="Data")
+    ]
+    html = "<h1>Provenance audit TEST-1</h1><p>Verdict: H0 not rejected at alpha = 0.01.</p>"
+    return weasyprint.HTML(string=html).write_pdf(pdf_variant="pdf/a-3b", attachments=attachments)
+
+
+@pytest.fixture(scope="module")
+def auditor(tmp_path_factory):
+    return keygen("Jane Q. Auditor", "Example Forensics Ltd", tmp_path_factory.mktemp("keys"), PASSPHRASE)
+
+
+@pytest.fixture(scope="module")
+def trust(auditor):
+    return load_certificates([auditor.certificate_path])
+
+
+@pytest.fixture(scope="module")
+def report_pdf() -> bytes:
+    return render_pdf()
+
+
+@pytest.fixture(scope="module")
+def signed(auditor, report_pdf) -> bytes:
+    return sign_pdf(report_pdf, load_pkcs12(auditor.pkcs12_path, PASSPHRASE), location="Zurich")
+
+
+@pytest.fixture
+def signed_file(tmp_path, signed) -> Path:
+    return write_atomic(tmp_path / "report.pdf", signed)
+
+
+def failed(outcome) -> dict[str, str]:
+    return {check.name: check.message for check in outcome.checks if not check.ok}
+
+
+def poppler(tool: str, *args) -> str:
+    return subprocess.run([tool, *map(str, args)], capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+# --- signing -------------------------------------------------------------------------------
+
+
+def test_signature_is_an_incremental_update_of_the_rendered_pdf(report_pdf, signed):
+    assert signed.startswith(report_pdf)
+    assert len(signed) > len(report_pdf)
+
+
+def test_signed_report_verifies_against_the_auditor_certificate(signed_file, trust):
+    outcome = verify_report(signed_file, trust, manifest_name=MANIFEST_NAME)
+    assert [c.name for c in outcome.checks] == ["signature", "coverage", "trust", "manifest"]
+    assert outcome.ok, failed(outcome)
+    assert outcome.manifest == MANIFEST
+    result = outcome.result
+    assert result.intact and result.valid and result.trusted and result.covers_whole_file
+    assert result.signer.common_name == "Jane Q. Auditor"
+    assert result.signer.organisation == "Example Forensics Ltd"
+    assert result.signer.self_signed and not result.signer.demo
+    assert abs(result.signing_time - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=10)
+    assert result.timestamp_time is None
+    assert json.loads(result.attachments[MANIFEST_NAME]) == MANIFEST
+
+
+def test_without_trust_root_the_signature_is_valid_but_untrusted(signed):
+    outcome = verify_report(signed, None, manifest_name=MANIFEST_NAME)
+    assert list(failed(outcome)) == ["trust"]
+    assert "valid but untrusted" in failed(outcome)["trust"]
+    assert outcome.result.valid and outcome.result.intact and not outcome.result.trusted
+
+
+def test_a_different_trust_root_does_not_trust_the_auditor(signed):
+    stranger = demo_key().certificate
+    result = verify_pdf(signed, [stranger])
+    assert result.intact and result.valid and not result.trusted
+    assert "untrusted" in failed(result)["trust"]
+
+
+def test_demo_key_signs_and_its_certificate_says_demo(report_pdf):
+    key = demo_key()
+    result = verify_pdf(sign_pdf(report_pdf, key), [key.certificate])
+    assert result.ok, failed(result)
+    assert result.signer.demo and result.signer.self_signed
+    assert "DEMO KEY" in result.signer.subject
+
+
+def test_certificate_from_a_ca_is_trusted_through_the_ca_root(tmp_path, report_pdf):
+    """load_pem with a chain file: the chain travels in the signature, only the root is --trust."""
+    root_key, root = make_cert("Test Root CA", None, None, ca=True)
+    leaf_key, leaf = make_cert("Jane Q. Auditor", root_key, root, ca=False)
+    key_path = write_atomic(
+        tmp_path / "leaf.key",
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+        ),
+    )
+    cert_path = write_atomic(tmp_path / "leaf.pem", b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, root)))
+    key = load_pem(key_path, cert_path, PASSPHRASE)
+    assert not is_self_signed(leaf) and is_self_signed(root)
+    assert not key.info.self_signed
+
+    signed = sign_pdf(report_pdf, key)
+    assert verify_pdf(signed, [root]).ok
+    assert not verify_pdf(signed, [make_cert("Other Root", None, None, ca=True)[1]]).trusted
+
+
+def test_wrong_pkcs12_passphrase_is_one_line_and_leaves_no_file(tmp_path, auditor, report_pdf):
+    out = tmp_path / "report.pdf"
+    with pytest.raises(InputError, match="wrong passphrase") as err:
+        write_atomic(out, sign_pdf(report_pdf, load_pkcs12(auditor.pkcs12_path, "not the passphrase")))
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_signing_something_that_is_not_a_pdf_is_an_input_error(auditor):
+    with pytest.raises(InputError, match="not a readable PDF"):
+        sign_pdf(b"hello, not a pdf", load_pkcs12(auditor.pkcs12_path, PASSPHRASE))
+
+
+# --- tampering -----------------------------------------------------------------------------
+
+
+def byte_range(signed: bytes) -> list[int]:
+    start = signed.rindex(b"/ByteRange")
+    return [int(v) for v in signed[start:].split(b"[", 1)[1].split(b"]", 1)[0].split()]
+
+
+@pytest.mark.parametrize("where", ["producer", "start", "end of first range", "second range"])
+def test_flipping_one_signed_byte_fails(signed, trust, where):
+    _, len1, start2, len2 = byte_range(signed)
+    position = {
+        "producer": signed.index(b"WeasyPrint"),
+        "start": 20,
+        "end of first range": len1 - 5,
+        "second range": start2 + len2 // 2,
+    }[where]
+    tampered = bytearray(signed)
+    tampered[position] ^= 0x01
+    outcome = verify_report(bytes(tampered), trust, manifest_name=MANIFEST_NAME)
+    assert not outcome.ok
+    assert "signature" in failed(outcome)
+
+
+def test_flipped_byte_in_the_text_is_a_digest_mismatch(signed, trust):
+    at = signed.index(b"WeasyPrint")
+    result = verify_pdf(signed[:at] + b"w" + signed[at + 1 :], trust)
+    assert not result.intact
+    assert "digest mismatch" in failed(result)["signature"]
+
+
+def test_appended_revision_fails_coverage(signed, trust):
+    writer = IncrementalPdfFileWriter(BytesIO(signed))
+    writer.add_object(generic.DictionaryObject({generic.NameObject("/Note"): generic.TextStringObject("added later")}))
+    out = BytesIO()
+    writer.write(out)
+    result = verify_pdf(out.getvalue(), trust)
+    assert result.intact and result.valid, "the signed part itself is untouched"
+    assert not result.covers_whole_file and not result.ok
+    assert "does not cover the whole file" in failed(result)["coverage"]
+
+
+def test_swapped_manifest_fails_and_the_signed_manifest_is_what_comes_back(signed, trust):
+    writer = IncrementalPdfFileWriter(BytesIO(signed))
+    forged = json.dumps({**MANIFEST, "statistic": 0.1}).encode()
+    data = EmbeddedFileObject.from_file_data(writer, data=forged, mime_type="application/json")
+    embed_file(writer, FileSpec(file_spec_string=MANIFEST_NAME, embedded_data=data))
+    out = BytesIO()
+    writer.write(out)
+    outcome = verify_report(out.getvalue(), trust, manifest_name=MANIFEST_NAME)
+    assert not outcome.ok
+    assert MANIFEST_NAME in failed(outcome)["coverage"]
+    assert outcome.manifest == MANIFEST
+
+
+def test_trailing_bytes_fail_coverage(signed, trust):
+    result = verify_pdf(signed + b"\n", trust)
+    assert failed(result) == {"coverage": "the signature does not cover the whole file: 1 byte follows the signed part"}
+
+
+def test_second_signature_is_refused(signed, trust):
+    twice = sign_pdf(signed, demo_key(), field_name="Countersignature")
+    assert "found 2 signatures" in failed(verify_pdf(twice, trust))["signature"]
+
+
+def test_unsigned_and_unreadable_files_fail_with_one_line(report_pdf, trust):
+    unsigned = verify_pdf(report_pdf, trust)
+    assert failed(unsigned) == {"signature": "the file is not signed"}
+    assert MANIFEST_NAME in unsigned.attachments
+    garbage = verify_pdf(b"%PDF-1.7\nnot really", trust)
+    assert "not a readable PDF" in failed(garbage)["signature"]
+    assert all("\n" not in c.message for c in garbage.checks)
+
+
+def test_missing_or_broken_manifest_fails_the_manifest_check(auditor, trust):
+    key = load_pkcs12(auditor.pkcs12_path, PASSPHRASE)
+    missing = verify_report(sign_pdf(render_pdf(None), key), trust, manifest_name=MANIFEST_NAME)
+    assert "is not attached" in failed(missing)["manifest"]
+    broken = verify_report(sign_pdf(render_pdf(b"{not json"), key), trust, manifest_name=MANIFEST_NAME)
+    assert list(failed(broken)) == ["manifest"] and broken.manifest is None
+
+
+def test_unreadable_report_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="cannot read"):
+        verify_pdf(tmp_path / "absent.pdf")
+
+
+# --- poppler, the independent check -------------------------------------------------------
+
+
+@needs_poppler
+def test_pdfsig_reports_the_signature_valid(signed_file):
+    out = poppler("pdfsig", signed_file)
+    assert "Signature Validation: Signature is Valid." in out
+    assert "Total document signed" in out
+    assert "Signer Certificate Common Name: Jane Q. Auditor" in out
+    assert "Signature Type: ETSI.CAdES.detached" in out
+
+
+@needs_poppler
+def test_pdfsig_reports_a_flipped_byte(tmp_path, signed):
+    at = signed.index(b"WeasyPrint")
+    out = poppler("pdfsig", write_atomic(tmp_path / "t.pdf", signed[:at] + b"w" + signed[at + 1 :]))
+    assert "Signature is Valid." not in out
+    assert "Digest Mismatch" in out
+
+
+@needs_poppler
+def test_poppler_lists_the_manifest_and_sees_pdfa_3b(signed_file):
+    assert f"1: {MANIFEST_NAME}" in poppler("pdfdetach", "-list", signed_file)
+    metadata = poppler("pdfinfo", "-meta", signed_file)
+    assert 'pdfaid:part="3"' in metadata and 'pdfaid:conformance="B"' in metadata
+
+
+# --- time stamps (PAdES-B-T) without the network -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tsa():
+    """A time-stamp authority on 127.0.0.1 answering RFC 3161 requests; yields (url, root)."""
+    root_key, root = make_cert(
+        "Test TSA", None, None, ca=False, eku=ExtendedKeyUsageOID.TIME_STAMPING, key=rsa.generate_private_key(65537, 2048)
+    )
+    stamper = DummyTimeStamper(
+        tsa_cert=asn1_x509.Certificate.load(root.public_bytes(serialization.Encoding.DER)),
+        tsa_key=asn1_keys.PrivateKeyInfo.load(
+            root_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        ),
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            request = tsp.TimeStampReq.load(self.rfile.read(int(self.headers["Content-Length"])))
+            body = stamper.request_tsa_response(request).dump()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", root
+    server.shutdown()
+    server.server_close()
+
+
+def test_time_stamped_signature_needs_the_tsa_root_too(auditor, trust, report_pdf, tsa):
+    url, tsa_root = tsa
+    signed = sign_pdf(report_pdf, load_pkcs12(auditor.pkcs12_path, PASSPHRASE), timestamp_url=url)
+    result = verify_pdf(signed, [*trust, tsa_root])
+    assert result.ok, failed(result)
+    assert abs(result.timestamp_time - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=10)
+    assert "time-stamp" in failed(verify_pdf(signed, trust))["trust"]
+
+
+def test_unreachable_tsa_is_an_input_error(auditor, report_pdf):
+    with pytest.raises(InputError, match="time-stamp authority http://127.0.0.1:9/ failed"):
+        sign_pdf(report_pdf, load_pkcs12(auditor.pkcs12_path, PASSPHRASE), timestamp_url="http://127.0.0.1:9/")
+
+
+def make_cert(cn: str, issuer_key, issuer: x509.Certificate | None, *, ca: bool, eku=None, key=None):
+    """A key (EC unless given: fast) and its certificate, self-signed when ``issuer`` is None."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=not ca,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()), critical=False
+        )
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([eku]), critical=True)
+    return key, builder.sign(issuer_key or key, hashes.SHA256())
