@@ -150,7 +150,8 @@ def test_certificate_from_a_ca_is_trusted_through_the_ca_root(tmp_path, report_p
             serialization.BestAvailableEncryption(PASSPHRASE.encode()),
         ),
     )
-    cert_path = write_atomic(tmp_path / "leaf.pem", b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, root)))
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, root))
+    cert_path = write_atomic(tmp_path / "leaf.pem", chain)
     key = load_pem(key_path, cert_path, PASSPHRASE)
     assert not is_self_signed(leaf) and is_self_signed(root)
     assert not key.info.self_signed
@@ -202,6 +203,23 @@ def test_flipped_byte_in_the_text_is_a_digest_mismatch(signed, trust):
     result = verify_pdf(signed[:at] + b"w" + signed[at + 1 :], trust)
     assert not result.intact
     assert "digest mismatch" in failed(result)["signature"]
+
+
+def test_changed_signature_value_does_not_verify(signed, trust):
+    _, len1, start2, _ = byte_range(signed)
+    hex_digits = signed[len1 + 1 : start2 - 1]
+    last = len1 + len(hex_digits.rstrip(b"0"))  # the reserved space is zero-padded after the CMS object
+    tampered = signed[:last] + (b"1" if signed[last : last + 1] == b"0" else b"0") + signed[last + 1 :]
+    result = verify_pdf(tampered, trust)
+    assert result.intact and not result.valid
+    assert "does not verify" in failed(result)["signature"]
+
+
+def test_unparseable_signature_container_fails_with_one_line(signed, trust):
+    _, len1, _, _ = byte_range(signed)
+    assert signed[len1 : len1 + 2] == b"<3"  # DER SEQUENCE tag 0x30 ...
+    result = verify_pdf(signed[: len1 + 1] + b"4" + signed[len1 + 2 :], trust)  # ... becomes an application tag
+    assert "the signature cannot be read" in failed(result)["signature"]
 
 
 def test_appended_revision_fails_coverage(signed, trust):
@@ -293,13 +311,13 @@ def test_poppler_lists_the_manifest_and_sees_pdfa_3b(signed_file):
 @pytest.fixture(scope="module")
 def tsa():
     """A time-stamp authority on 127.0.0.1 answering RFC 3161 requests; yields (url, root)."""
-    root_key, root = make_cert(
-        "Test TSA", None, None, ca=False, eku=ExtendedKeyUsageOID.TIME_STAMPING, key=rsa.generate_private_key(65537, 2048)
-    )
+    der = serialization.Encoding.DER
+    tsa_key = rsa.generate_private_key(65537, 2048)  # pyHanko's DummyTimeStamper signs with RSA only
+    _, root = make_cert("Test TSA", None, None, ca=False, eku=ExtendedKeyUsageOID.TIME_STAMPING, key=tsa_key)
     stamper = DummyTimeStamper(
-        tsa_cert=asn1_x509.Certificate.load(root.public_bytes(serialization.Encoding.DER)),
+        tsa_cert=asn1_x509.Certificate.load(root.public_bytes(der)),
         tsa_key=asn1_keys.PrivateKeyInfo.load(
-            root_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            tsa_key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         ),
     )
 
@@ -333,9 +351,12 @@ def test_time_stamped_signature_needs_the_tsa_root_too(auditor, trust, report_pd
     assert "time-stamp" in failed(verify_pdf(signed, trust))["trust"]
 
 
-def test_unreachable_tsa_is_an_input_error(auditor, report_pdf):
-    with pytest.raises(InputError, match="time-stamp authority http://127.0.0.1:9/ failed"):
-        sign_pdf(report_pdf, load_pkcs12(auditor.pkcs12_path, PASSPHRASE), timestamp_url="http://127.0.0.1:9/")
+@pytest.mark.parametrize(
+    ("url", "message"), [("http://127.0.0.1:9/", "http://127.0.0.1:9/ failed: "), ("ftp://tsa", "must start with http")]
+)
+def test_unusable_tsa_is_an_input_error(auditor, report_pdf, url, message):
+    with pytest.raises(InputError, match=message):
+        sign_pdf(report_pdf, load_pkcs12(auditor.pkcs12_path, PASSPHRASE), timestamp_url=url)
 
 
 def make_cert(cn: str, issuer_key, issuer: x509.Certificate | None, *, ca: bool, eku=None, key=None):

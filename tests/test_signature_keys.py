@@ -20,14 +20,16 @@ PASSPHRASE = "s3cret passphrase"
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    return keygen("Jane Q. Auditor", "Example Forensics Ltd", tmp_path_factory.mktemp("keys"), PASSPHRASE, email="jane@example.org")
+    out = tmp_path_factory.mktemp("keys")
+    return keygen("Jane Q. Auditor", "Example Forensics Ltd", out, PASSPHRASE, email="jane@example.org")
 
 
 def test_keygen_writes_a_private_pkcs12_and_a_public_pem(made):
     assert made.pkcs12_path.name == "jane-q-auditor.p12"
     assert stat.S_IMODE(made.pkcs12_path.stat().st_mode) == 0o600
     assert made.certificate_path.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
-    assert sorted(p.name for p in made.pkcs12_path.parent.iterdir()) == ["jane-q-auditor.cert.pem", "jane-q-auditor.p12"]
+    written = sorted(p.name for p in made.pkcs12_path.parent.iterdir())
+    assert written == ["jane-q-auditor.cert.pem", "jane-q-auditor.p12"]
 
 
 def test_keygen_certificate_is_a_self_signed_document_signing_certificate(made):
@@ -82,10 +84,12 @@ def test_demo_key_is_labelled_in_its_subject():
 
 
 def write_pem_pair(directory, key, cert, passphrase: str | None):
-    encryption = serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption()
-    key_path = write_atomic(
-        directory / "key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
+    if passphrase:
+        encryption = serialization.BestAvailableEncryption(passphrase.encode())
+    else:
+        encryption = serialization.NoEncryption()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    key_path = write_atomic(directory / "key.pem", pem)
     return key_path, write_atomic(directory / "cert.pem", cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -136,10 +140,19 @@ def test_pem_key_must_match_the_certificate(tmp_path):
 
 @pytest.mark.parametrize(
     ("cert_args", "message"),
-    [({"days": -1}, "is valid only from"), ({"signing": False}, "allows neither digital signature nor non-repudiation")],
+    [
+        ({"days": -1}, "is valid only from"),
+        ({"signing": False}, "allows neither digital signature nor non-repudiation"),
+    ],
 )
 def test_certificates_that_would_make_invalid_signatures_are_refused(tmp_path, cert_args, message):
     key = ec.generate_private_key(ec.SECP256R1())
     key_path, cert_path = write_pem_pair(tmp_path, key, ec_cert(key, **cert_args), None)
     with pytest.raises(InputError, match=message):
         load_pem(key_path, cert_path)
+
+
+def test_keygen_file_names_are_plain_ascii(tmp_path):
+    made = keygen("  Jürgen Müller-Ødegård ", "Gutachten GmbH", tmp_path, PASSPHRASE)
+    assert made.pkcs12_path.name == "jurgen-muller-degard.p12"
+    assert made.info.common_name == "Jürgen Müller-Ødegård"

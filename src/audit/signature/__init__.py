@@ -33,8 +33,8 @@ from audit.signature.verify import Check, ReportVerification, VerificationResult
 # pyHanko logs a traceback for every certificate it cannot trust; here those
 # findings come back as one-line checks, so keep the tracebacks off stderr
 # unless the application configures logging itself.
-for _name in ("pyhanko", "pyhanko_certvalidator"):
-    logging.getLogger(_name).addHandler(logging.NullHandler())
+logging.getLogger("pyhanko").addHandler(logging.NullHandler())
+logging.getLogger("pyhanko_certvalidator").addHandler(logging.NullHandler())
 
 __all__ = [
     "DEMO_LABEL",

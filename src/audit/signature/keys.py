@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from pyhanko.sign.signers import SimpleSigner
@@ -116,20 +118,22 @@ def keygen(
     the PEM certificate is what the other side passes as ``--trust``.  Existing
     files are never overwritten: losing an auditor's key cannot be undone.
     """
+    name, org = name.strip(), org.strip()
     if not passphrase:
         raise InputError("a non-empty passphrase is required to protect the PKCS#12 file")
-    if not name.strip() or not org.strip():
+    if not name or not org:
         raise InputError("keygen needs a non-empty --name and --org")
     out = Path(out_dir)
-    stem = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "auditor"
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    stem = re.sub(r"[^a-z0-9]+", "-", ascii_name).strip("-") or "auditor"
     p12_path, cert_path = out / f"{stem}.p12", out / f"{stem}.cert.pem"
     for path in (p12_path, cert_path):
         if path.exists():
             raise InputError(f"{path} already exists; refusing to overwrite a key or certificate")
     out.mkdir(parents=True, exist_ok=True)
-    key, cert = _self_signed(name.strip(), org.strip(), email, days)
+    key, cert = _self_signed(name, org, email, days)
     p12 = pkcs12.serialize_key_and_certificates(
-        name.strip().encode(), key, cert, None, serialization.BestAvailableEncryption(passphrase.encode())
+        name.encode(), key, cert, None, serialization.BestAvailableEncryption(passphrase.encode())
     )
     write_atomic(p12_path, p12, mode=0o600)
     write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
@@ -143,7 +147,7 @@ def demo_key() -> AuditorKey:
 
 
 def load_pkcs12(path: str | Path, passphrase: str | None) -> AuditorKey:
-    """Load a signer from a PKCS#12 (.p12/.pfx) file."""
+    """Load a signer from a PKCS#12 (.p12/.pfx) file; no or an empty passphrase for an unencrypted one."""
     data = _read(path, "PKCS#12 file")
     try:
         key, cert, chain = pkcs12.load_key_and_certificates(data, passphrase.encode() if passphrase else None)
@@ -179,13 +183,16 @@ def load_certificates(paths: Iterable[str | Path]) -> list[x509.Certificate]:
     for path in paths:
         data = _read(path, "certificate file")
         try:
-            certs += x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data else [x509.load_der_x509_certificate(data)]
+            pem = b"-----BEGIN" in data
+            certs += x509.load_pem_x509_certificates(data) if pem else [x509.load_der_x509_certificate(data)]
         except ValueError as exc:
             raise InputError(f"{path} is not a PEM or DER certificate: {exc}") from exc
     return certs
 
 
-def _auditor_key(key, cert: x509.Certificate, chain: Iterable[x509.Certificate]) -> AuditorKey:
+def _auditor_key(
+    key: CertificateIssuerPrivateKeyTypes, cert: x509.Certificate, chain: Iterable[x509.Certificate]
+) -> AuditorKey:
     """Check that ``key`` and ``cert`` can make a signature validators accept, then wrap them."""
     der = serialization.Encoding.DER
     spki = serialization.PublicFormat.SubjectPublicKeyInfo

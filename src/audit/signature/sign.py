@@ -45,6 +45,8 @@ def sign_pdf(
         md_algorithm="sha256",
         subfilter=SigSeedSubFilter.PADES,
     )
+    if timestamp_url and not timestamp_url.startswith(("http://", "https://")):
+        raise InputError(f"time-stamp authority URL must start with http:// or https://, not {timestamp_url!r}")
     timestamper = HTTPTimeStamper(timestamp_url, timeout=TIMESTAMP_TIMEOUT_S) if timestamp_url else None
     signer = PdfSigner(metadata, signer=key.signer, timestamper=timestamper)
     try:
@@ -52,6 +54,6 @@ def sign_pdf(
         return signer.sign_pdf(writer).getvalue()
     except TimestampRequestError as exc:
         cause = exc.__cause__ or exc
-        raise InputError(f"time-stamp authority {timestamp_url} failed: {cause}") from exc
+        raise InputError(f"time-stamp authority {timestamp_url} failed: {type(cause).__name__}: {cause}") from exc
     except PdfReadError as exc:
         raise InputError(f"cannot sign: the report is not a readable PDF ({exc})") from exc

@@ -25,7 +25,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
-from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko.sign.validation.status import PdfSignatureStatus, SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
@@ -91,17 +90,32 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
     """
     data = _read(source)
     roots = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in trust_certs or ()]
-    failed = VerificationResult((), False, False, False, False, None, None, None, {})
+    failed = VerificationResult(
+        checks=(),
+        intact=False,
+        valid=False,
+        trusted=False,
+        covers_whole_file=False,
+        signer=None,
+        signing_time=None,
+        timestamp_time=None,
+        attachments={},
+    )
     try:
-        signatures = PdfFileReader(BytesIO(data)).embedded_signatures
+        reader = PdfFileReader(BytesIO(data))
     except Exception as exc:  # any parse failure means the file is not a verifiable report
         return replace(failed, checks=(Check("signature", False, f"not a readable PDF: {_one_line(exc)}"),))
+    try:
+        signatures = reader.embedded_signatures
+        if len(signatures) == 1:
+            sig = signatures[0]
+            signer = CertificateInfo.of(x509.load_der_x509_certificate(sig.signer_cert.dump()))
+    except Exception as exc:  # a signature dictionary or CMS object that does not parse
+        return replace(failed, checks=(Check("signature", False, f"the signature cannot be read: {_one_line(exc)}"),))
     if len(signatures) != 1:
-        message = "the file is not signed" if not signatures else f"found {len(signatures)} signatures, a report carries one"
+        message = f"found {len(signatures)} signatures, a report carries one" if signatures else "the file is not signed"
         files, problem = _attachments(data)
         return replace(failed, checks=(Check("signature", False, message), *problem), attachments=files)
-    sig = signatures[0]
-    signer = CertificateInfo.of(x509.load_der_x509_certificate(sig.signer_cert.dump()))
     signed_end = sig.byte_range[2] + sig.byte_range[3]
     signed_files, problem = _attachments(data[:signed_end])
     try:
@@ -116,7 +130,9 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
     whole = status.coverage == SignatureCoverageLevel.ENTIRE_FILE
     checks = (
         _signature_check(status, signer),
-        Check("coverage", True, "the signature covers the whole file") if whole else _coverage_failure(data, signed_end, signed_files),
+        Check("coverage", True, "the signature covers the whole file")
+        if whole
+        else _coverage_failure(data, signed_end, signed_files),
         _trust_check(status, bool(roots)),
         *problem,
     )
@@ -158,7 +174,8 @@ def verify_report(
             check = Check("manifest", False, f"{manifest_name} is not valid JSON: {exc}")
         else:
             if isinstance(manifest, dict):
-                check = Check("manifest", True, f"{manifest_name} attached in the signed revision ({len(raw)} bytes of JSON)")
+                where = " in the signed revision" if result.signer else ""
+                check = Check("manifest", True, f"{manifest_name} attached{where} ({len(raw)} bytes of JSON)")
             else:
                 manifest = None
                 check = Check("manifest", False, f"{manifest_name} is JSON but not an object")
@@ -169,7 +186,7 @@ def _signature_check(status: PdfSignatureStatus, signer: CertificateInfo) -> Che
     if not status.intact:
         return Check("signature", False, "the signed bytes were changed after signing (digest mismatch)")
     if not status.valid:
-        return Check("signature", False, f"the signature value does not verify with the certificate of {signer.subject}")
+        return Check("signature", False, f"the signature value does not verify with {signer.subject}'s certificate")
     return Check(
         "signature",
         True,
@@ -202,14 +219,14 @@ def _trust_check(status: PdfSignatureStatus, have_roots: bool) -> Check:
     if not (status.intact and status.valid):
         return Check("trust", False, "not trusted: the signature itself is not valid")
     if not have_roots:
-        return Check("trust", False, "valid but untrusted: no trust root given (pass the auditor's certificate with --trust)")
+        return Check("trust", False, "valid but untrusted: no trust root given (pass the auditor's certificate to --trust)")
     if not status.trusted:
         problem = status.trust_problem_indic.name if status.trust_problem_indic else "no path to a trust root"
-        return Check("trust", False, f"untrusted: the signer's certificate does not validate against the given trust root(s) ({problem})")
+        return Check("trust", False, f"untrusted: the signer's certificate does not chain to a given trust root ({problem})")
     ts = status.timestamp_validity
     if ts is not None and not (ts.intact and ts.valid and ts.trusted):
         return Check("trust", False, "the time-stamp token is invalid or its authority is not among the trust roots")
-    return Check("trust", False, "pyHanko's bottom line is negative: modifications after signing break the document's policy")
+    return Check("trust", False, "pyHanko's bottom line is negative: changes made after signing are not permitted")
 
 
 def _attachments(data: bytes) -> tuple[dict[str, bytes], tuple[Check, ...]]:
