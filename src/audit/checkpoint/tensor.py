@@ -171,10 +171,16 @@ class TensorView:
     def blocks(self, dtype: type = np.float64, max_elements: int = BLOCK_ELEMENTS) -> Iterator[np.ndarray]:
         """Consecutive canonical row blocks, widened to ``dtype``."""
         if not self._base_shape:
-            yield np.asarray(self.source.raw(), dtype=dtype).reshape(())
+            yield np.array(self.source.raw(), dtype=dtype).reshape(())
             return
+        row_bytes = math.prod(self._base_shape[1:]) * numpy_dtype(self.source.dtype).itemsize
         for start, stop in self._segments(max_elements):
-            yield np.asarray(self._base_rows(start, stop), dtype=dtype)
+            block = np.array(self._base_rows(start, stop), dtype=dtype)  # a copy: the pages can go
+            if not self.transposed:
+                self.source.file.release(self.source.entry, start * row_bytes, stop * row_bytes)
+            yield block
+        if self.transposed:
+            self.source.file.release(self.source.entry)
 
     def read(self, dtype: type = np.float64) -> np.ndarray:
         """The whole view as one array (only for tensors a method must hold)."""
@@ -188,10 +194,11 @@ class TensorView:
         if not 0 <= start <= stop <= self.shape[0]:
             raise IndexError(f"rows {start}:{stop} outside {self.shape[0]} rows of {self.name}")
         base = self._to_base_rows(np.arange(start, stop))
-        pieces = [self._base_rows(int(a), int(b)) for a, b in _runs(base)]
+        pieces = [np.asarray(self._base_rows(int(a), int(b)), dtype=dtype) for a, b in _runs(base)]
+        self.source.file.release(self.source.entry)
         if not pieces:
             return np.zeros((0, *self.shape[1:]), dtype=dtype)
-        return np.concatenate([np.asarray(p, dtype=dtype) for p in pieces], axis=0)
+        return np.concatenate(pieces, axis=0)
 
     def _to_base_rows(self, rows: np.ndarray) -> np.ndarray:
         starts = np.array([a for a, _ in self._ranges], dtype=np.int64)
@@ -210,13 +217,13 @@ class TensorView:
             raise IndexError(f"sample positions outside the {self.numel} elements of {self.name}")
         raw = self.source.raw()
         if len(self.shape) == 1:
-            return np.asarray(raw[self._to_base_rows(positions)], dtype=dtype)
-        cols = math.prod(self.shape[1:])
-        rows, within = np.divmod(positions, cols)
-        base_rows = self._to_base_rows(rows)
-        if self.transposed:
-            return np.asarray(raw[within, base_rows], dtype=dtype)
-        return np.asarray(raw.reshape(raw.shape[0], -1)[base_rows, within], dtype=dtype)
+            values = raw[self._to_base_rows(positions)]
+        else:
+            rows, within = np.divmod(positions, math.prod(self.shape[1:]))
+            base_rows = self._to_base_rows(rows)
+            values = raw[within, base_rows] if self.transposed else raw.reshape(raw.shape[0], -1)[base_rows, within]
+        self.source.file.release(self.source.entry)
+        return np.asarray(values, dtype=dtype)
 
     def moments(self, check_finite: bool = True) -> Moments:
         """Streaming float64 moments of every element; raises on NaN/Inf."""
