@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,49 @@ def _config(spec: FamilySpec, dims: Dims) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """One stored tensor to generate: its name and the roles packed in it."""
+
+    name: str
+    pattern: Pattern
+    layer: int | None
+    expert: int | None
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def nbytes_f32(self) -> int:
+        return 4 * sum(math.prod(shape) for shape in self.shapes)
+
+
+def _plan(spec: FamilySpec, dims: Dims, qk_norm: bool) -> list[_Slot]:
+    prefix = spec.strip_prefixes[0] if spec.strip_prefixes else ""
+    slots = []
+    for pattern in spec.patterns:
+        for layer in range(dims.layers) if pattern.placeholders else [None]:
+            if not _wanted(pattern, spec, dims, layer if layer is not None else -1, qk_norm):
+                continue
+            width = dims.shared_mlp if pattern.kind == "shared_expert" else dims.mlp
+            shapes = tuple(_shape(role, dims, width) for role in pattern.roles)
+            for expert in range(dims.experts) if "expert" in pattern.placeholders else [None]:
+                name = prefix + pattern.template.format(layer=layer, expert=expert)
+                slots.append(_Slot(name, pattern, layer, expert, shapes))
+    return sorted(slots, key=lambda slot: slot.name)
+
+
+def _values(slot: _Slot, role: str, shape: tuple[int, ...], seed: int, std: float, perturb: tuple[int, float] | None) -> np.ndarray:
+    """Seeded by (seed, tensor, role), so any subset of tensors can be generated in any order."""
+    key = zlib.crc32(f"{slot.name}/{role}".encode())
+    rng = np.random.default_rng([seed, key])
+    norm_like = role.startswith("norm.") and not role.endswith(".bias") or role.endswith("_norm")
+    scale = 0.1 if norm_like else std
+    values = rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
+    if perturb is not None:  # a "derived" copy: the same draw plus independent noise
+        noise_seed, relative = perturb
+        values += np.random.default_rng([noise_seed, key]).standard_normal(shape, dtype=np.float32) * np.float32(scale * relative)
+    return values + np.float32(1.0) if norm_like else values
+
+
 def make_checkpoint(
     path: str | Path,
     family: str = "llama",
@@ -123,40 +167,69 @@ def make_checkpoint(
     qk_norm: bool = False,
     std: float = 0.02,
     config: bool = True,
+    shard_bytes: int | None = None,
+    keep_reference: bool = True,
+    perturb: tuple[int, float] | None = None,
 ) -> Built:
-    """Write a random checkpoint of ``family`` to directory ``path``."""
+    """Write a random checkpoint of ``family`` to directory ``path``.
+
+    ``shards`` splits the tensors into that many files, or ``shard_bytes``
+    caps each file (as real releases do); only one shard is in memory at a
+    time.  ``perturb=(seed, relative)`` adds independent noise of that
+    relative size to every value: a cheap stand-in for a fine-tuned copy.
+    """
     spec = BUILTINS[family]
-    rng = np.random.default_rng(seed)
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     built = Built(directory)
-    tensors: dict[str, np.ndarray] = {}
-    prefix = spec.strip_prefixes[0] if spec.strip_prefixes else ""
-    for pattern in spec.patterns:
-        for layer in range(dims.layers) if pattern.placeholders else [None]:
-            if not _wanted(pattern, spec, dims, layer if layer is not None else -1, qk_norm):
-                continue
-            for expert in range(dims.experts) if "expert" in pattern.placeholders else [None]:
-                width = dims.shared_mlp if pattern.kind == "shared_expert" else dims.mlp
-                parts = []
-                for role in pattern.roles:
-                    shape = _shape(role, dims, width)
-                    norm_like = role.startswith("norm.") and not role.endswith(".bias") or role.endswith("_norm")
-                    values = (1.0 + 0.1 * rng.standard_normal(shape) if norm_like else std * rng.standard_normal(shape))
-                    values = values.astype(np.float32)
-                    parts.append(values)
-                    slot = {"global": f"global.{role}", "layer": f"layers.{layer}.{role}",
-                            "shared_expert": f"shared.{layer}.{role}", "expert": f"experts.{layer}.{expert}.{role}"}
-                    built.reference[slot[pattern.kind]] = values
-                canonical = parts[0] if not pattern.split else _fuse(pattern, parts, dims)
-                stored = canonical.T if spec.layer_layout == "in_out" and pattern.kind != "global" and canonical.ndim == 2 else canonical
-                name = prefix + pattern.template.format(layer=layer, expert=expert)
-                tensors[name] = np.ascontiguousarray(stored).astype(DTYPES[dtype])
-                built.parameters += stored.size
-    _write(directory, tensors, shards)
+    itemsize = DTYPES[dtype].itemsize
+    groups = _shard_groups(_plan(spec, dims, qk_norm), shards, shard_bytes, itemsize)
+    weight_map: dict[str, str] = {}
+    for number, group in enumerate(groups, start=1):
+        tensors = {}
+        for slot in group:
+            parts = [_values(slot, role, shape, seed, std, perturb) for role, shape in zip(slot.pattern.roles, slot.shapes)]
+            if keep_reference:
+                for role, values in zip(slot.pattern.roles, parts):
+                    built.reference[_reference_key(slot, role)] = values
+            canonical = parts[0] if not slot.pattern.split else _fuse(slot.pattern, parts, dims)
+            transpose = spec.layer_layout == "in_out" and slot.pattern.kind != "global" and canonical.ndim == 2
+            tensors[slot.name] = np.ascontiguousarray(canonical.T if transpose else canonical).astype(DTYPES[dtype])
+            built.parameters += canonical.size
+        shard = "model.safetensors" if len(groups) == 1 else f"model-{number:05d}-of-{len(groups):05d}.safetensors"
+        save_file(tensors, directory / shard, metadata={"format": "pt"})
+        weight_map |= {name: shard for name in tensors}
+    if len(groups) > 1:
+        index = {"metadata": {"total_size": built.parameters * itemsize}, "weight_map": weight_map}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     if config:
         (directory / "config.json").write_text(json.dumps(_config(spec, dims), indent=2))
     return built
+
+
+def _reference_key(slot: _Slot, role: str) -> str:
+    kind = slot.pattern.kind
+    if kind == "global":
+        return f"global.{role}"
+    if kind == "expert":
+        return f"experts.{slot.layer}.{slot.expert}.{role}"
+    return f"{'layers' if kind == 'layer' else 'shared'}.{slot.layer}.{role}"
+
+
+def _shard_groups(slots: list[_Slot], shards: int, shard_bytes: int | None, itemsize: int) -> list[list[_Slot]]:
+    if shard_bytes is None:
+        per_shard = math.ceil(len(slots) / max(1, shards))
+        return [slots[i : i + per_shard] for i in range(0, len(slots), per_shard)]
+    groups: list[list[_Slot]] = [[]]
+    size = 0
+    for slot in slots:
+        nbytes = slot.nbytes_f32 // 4 * itemsize
+        if groups[-1] and size + nbytes > shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(slot)
+        size += nbytes
+    return groups
 
 
 def _fuse(pattern: Pattern, parts: list[np.ndarray], dims: Dims) -> np.ndarray:
@@ -168,20 +241,3 @@ def _fuse(pattern: Pattern, parts: list[np.ndarray], dims: Dims) -> np.ndarray:
             fused[start:stop] = part[offset : offset + stop - start]
             offset += stop - start
     return fused
-
-
-def _write(directory: Path, tensors: dict[str, np.ndarray], shards: int) -> None:
-    names = sorted(tensors)
-    if shards <= 1:
-        save_file({n: tensors[n] for n in names}, directory / "model.safetensors", metadata={"format": "pt"})
-        return
-    per_shard = math.ceil(len(names) / shards)
-    weight_map = {}
-    for i in range(shards):
-        chunk = names[i * per_shard : (i + 1) * per_shard]
-        shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({n: tensors[n] for n in chunk}, directory / shard, metadata={"format": "pt"})
-        weight_map |= {n: shard for n in chunk}
-    total = sum(t.nbytes for t in tensors.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
