@@ -28,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.embed import EmbeddedFileObject, FileSpec, embed_file
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.timestamps import DummyTimeStamper
 
 from audit.atomic import write_atomic
@@ -182,25 +183,31 @@ def byte_range(signed: bytes) -> list[int]:
     return [int(v) for v in signed[start:].split(b"[", 1)[1].split(b"]", 1)[0].split()]
 
 
-@pytest.mark.parametrize("where", ["producer", "start", "end of first range", "second range"])
+def comment_byte(signed: bytes) -> int:
+    """A byte of the binary comment on the PDF's second line: changing it keeps the file readable."""
+    return signed.index(b"\n%") + 3
+
+
+def flip(data: bytes, position: int) -> bytes:
+    return data[:position] + bytes([data[position] ^ 0x01]) + data[position + 1 :]
+
+
+@pytest.mark.parametrize("where", ["header comment", "first object", "end of first range", "second range"])
 def test_flipping_one_signed_byte_fails(signed, trust, where):
     _, len1, start2, len2 = byte_range(signed)
     position = {
-        "producer": signed.index(b"WeasyPrint"),
-        "start": 20,
+        "header comment": comment_byte(signed),
+        "first object": 20,
         "end of first range": len1 - 5,
         "second range": start2 + len2 // 2,
     }[where]
-    tampered = bytearray(signed)
-    tampered[position] ^= 0x01
-    outcome = verify_report(bytes(tampered), trust, manifest_name=MANIFEST_NAME)
+    outcome = verify_report(flip(signed, position), trust, manifest_name=MANIFEST_NAME)
     assert not outcome.ok
     assert "signature" in failed(outcome)
 
 
-def test_flipped_byte_in_the_text_is_a_digest_mismatch(signed, trust):
-    at = signed.index(b"WeasyPrint")
-    result = verify_pdf(signed[:at] + b"w" + signed[at + 1 :], trust)
+def test_flipped_byte_in_a_readable_file_is_a_digest_mismatch(signed, trust):
+    result = verify_pdf(flip(signed, comment_byte(signed)), trust)
     assert not result.intact
     assert "digest mismatch" in failed(result)["signature"]
 
@@ -292,8 +299,7 @@ def test_pdfsig_reports_the_signature_valid(signed_file):
 
 @needs_poppler
 def test_pdfsig_reports_a_flipped_byte(tmp_path, signed):
-    at = signed.index(b"WeasyPrint")
-    out = poppler("pdfsig", write_atomic(tmp_path / "t.pdf", signed[:at] + b"w" + signed[at + 1 :]))
+    out = poppler("pdfsig", write_atomic(tmp_path / "t.pdf", flip(signed, comment_byte(signed))))
     assert "Signature is Valid." not in out
     assert "Digest Mismatch" in out
 
@@ -303,6 +309,14 @@ def test_poppler_lists_the_manifest_and_sees_pdfa_3b(signed_file):
     assert f"1: {MANIFEST_NAME}" in poppler("pdfdetach", "-list", signed_file)
     metadata = poppler("pdfinfo", "-meta", signed_file)
     assert 'pdfaid:part="3"' in metadata and 'pdfaid:conformance="B"' in metadata
+
+
+def test_signing_leaves_the_pdfa_metadata_alone(report_pdf, signed):
+    """PDF/A needs the Info dictionary and the XMP packet to agree; pyHanko would rewrite one of them."""
+    before, after = (PdfFileReader(BytesIO(pdf)) for pdf in (report_pdf, signed))
+    assert after.root["/Metadata"].data == before.root["/Metadata"].data
+    producer = after.trailer["/Info"]["/Producer"]
+    assert producer.startswith("WeasyPrint") and f'pdf:Producer="{producer}"'.encode() in after.root["/Metadata"].data
 
 
 # --- time stamps (PAdES-B-T) without the network -----------------------------------------

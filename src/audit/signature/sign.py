@@ -2,7 +2,8 @@
 
 The signature is an incremental update: the PDF/A-3b bytes from WeasyPrint,
 with the manifest attached, stay byte for byte at the start of the signed
-file, so the signature covers exactly what was rendered.  Nothing touches the
+file, so the signature covers exactly what was rendered, and the update adds
+only the signature (its metadata stays WeasyPrint's, consistent for PDF/A).  Nothing touches the
 disk here; the caller writes the result with :func:`audit.atomic.write_atomic`.
 """
 
@@ -51,6 +52,11 @@ def sign_pdf(
     signer = PdfSigner(metadata, signer=key.signer, timestamper=timestamper)
     try:
         writer = IncrementalPdfFileWriter(BytesIO(pdf_bytes))
+        # pyHanko rewrites the metadata on every write, making the Info
+        # /Producer ("WeasyPrint ...; pyHanko ...") disagree with the XMP one
+        # ("pyHanko ..."), which breaks PDF/A.  Its maintainer's advice for
+        # leaving metadata alone is this (internal) hook; a test guards it.
+        writer._update_meta = lambda: None
         return signer.sign_pdf(writer).getvalue()
     except TimestampRequestError as exc:
         cause = exc.__cause__ or exc
