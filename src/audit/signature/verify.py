@@ -214,7 +214,7 @@ def _coverage_failure(data: bytes, signed_end: int, signed_files: Mapping[str, b
 
 def _trust_check(status: PdfSignatureStatus, have_roots: bool) -> Check:
     if status.bottom_line:
-        anchor = status.validation_path[0].subject.human_friendly
+        anchor = status.validation_path.trust_anchor.authority.name.human_friendly
         return Check("trust", True, f"the signer's certificate is trusted (trust root: {anchor})")
     if not (status.intact and status.valid):
         return Check("trust", False, "not trusted: the signature itself is not valid")
