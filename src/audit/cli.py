@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -12,6 +14,7 @@ from audit.checkpoint import open_checkpoint
 from audit.errors import AuditError
 from audit.inspection import format_summary, summarize
 from audit.roles import assign_roles
+from audit.signature import keygen
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -19,6 +22,32 @@ def _inspect(args: argparse.Namespace) -> int:
         roles = assign_roles(checkpoint, args.mapping)
         summary = summarize(checkpoint, roles, hashes=not args.no_hash, check_finite=args.check_finite)
     print(json.dumps(summary.to_dict(), indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+PASSPHRASE_ENV = "AUDIT_PASSPHRASE"
+
+
+def _passphrase(env: str, what: str, confirm: bool = False) -> str | None:
+    """From the environment variable, else a prompt on a terminal; never from the command line."""
+    if env in os.environ:
+        return os.environ[env]
+    if not sys.stdin.isatty():
+        return None
+    value = getpass.getpass(f"passphrase for {what}: ")
+    if confirm and getpass.getpass("again: ") != value:
+        raise AuditError("the two passphrases differ")
+    return value
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    passphrase = _passphrase(args.passphrase_env, "the new PKCS#12 file", confirm=True)
+    if not passphrase:
+        raise AuditError(f"no passphrase: set {args.passphrase_env} or run on a terminal to be prompted")
+    made = keygen(args.name, args.org, args.out, passphrase, email=args.email, days=args.days)
+    print(f"signing key and certificate: {made.pkcs12_path}")
+    print(f"certificate (give to verifiers as --trust): {made.certificate_path}")
+    print(f"subject {made.info.subject}; self-signed; SHA-256 fingerprint {made.info.sha256_fingerprint}")
     return 0
 
 
@@ -34,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--check-finite", action="store_true", help="scan every float tensor for NaN/Inf")
     inspect.add_argument("--no-hash", action="store_true", help="skip SHA-256 of the files")
     inspect.set_defaults(run=_inspect)
+
+    keys = commands.add_parser("keygen", help="make a self-signed auditor signing certificate (PKCS#12 + PEM)")
+    keys.add_argument("--name", required=True, help="the auditor's name (certificate common name)")
+    keys.add_argument("--org", required=True, help="the auditor's organisation")
+    keys.add_argument("--out", required=True, metavar="DIR", help="folder for NAME.p12 and NAME.cert.pem")
+    keys.add_argument("--email", help="e-mail address in the certificate")
+    keys.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
+    keys.add_argument("--passphrase-env", default=PASSPHRASE_ENV, metavar="VAR",
+                      help=f"environment variable holding the passphrase (default {PASSPHRASE_ENV}; else a prompt)")
+    keys.set_defaults(run=_keygen)
     return parser
 
 
