@@ -11,6 +11,7 @@ from typing import Sequence
 
 from audit import __version__
 from audit.checkpoint import open_checkpoint
+from audit.compare import compare_models, format_table
 from audit.errors import AuditError
 from audit.inspection import format_summary, summarize
 from audit.roles import assign_roles
@@ -51,6 +52,16 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    names = [n for item in args.methods or [] for n in item.split(",") if n]
+    params = {name: {"budget": args.budget} for name in ("neuron-match", "robust-match")} if args.budget else None
+    comparison = compare_models(args.a, args.b, names or None, seed=args.seed, params=params)
+    if args.json:
+        comparison.write_json(args.json)
+    print(format_table(comparison))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audit", description="Statistical audit of model provenance.")
     parser.add_argument("--version", action="version", version=f"audit {__version__}")
@@ -63,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--check-finite", action="store_true", help="scan every float tensor for NaN/Inf")
     inspect.add_argument("--no-hash", action="store_true", help="skip SHA-256 of the files")
     inspect.set_defaults(run=_inspect)
+
+    compare = commands.add_parser("compare", help="test whether one model's weights derive from the other's")
+    compare.add_argument("a", help="model A: a .safetensors file, a model directory or a shard index")
+    compare.add_argument("b", help="model B")
+    compare.add_argument("--methods", nargs="+", metavar="NAME", help="methods to run (default: all), e.g. pcs norm")
+    compare.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    compare.add_argument("--json", metavar="FILE", help="also write the results document (JSON) to FILE")
+    compare.add_argument("--budget", type=int, metavar="BYTES",
+                         help="fingerprint byte budget of neuron-match and robust-match (larger: more power)")
+    compare.set_defaults(run=_compare)
 
     keys = commands.add_parser("keygen", help="make a self-signed auditor signing certificate (PKCS#12 + PEM)")
     keys.add_argument("--name", required=True, help="the auditor's name (certificate common name)")

@@ -1,0 +1,204 @@
+"""Compare two checkpoints with every method: the library behind `audit compare`.
+
+Each method is run independently: a method that does not apply to the pair
+(roles missing, shapes differ) is reported with its reason instead of
+failing the comparison.  The results document (:meth:`Comparison.to_json`) is
+byte-identical for the same inputs and seed: keys are sorted, floats are
+rounded to 12 significant digits (so last-bit differences between BLAS
+builds do not show), and it carries no timestamps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from audit import __version__
+from audit.atomic import write_atomic
+from audit.checkpoint import open_checkpoint
+from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
+from audit.roles import assign_roles
+from audit.stats import TestResult, derive_seed
+
+SIGNIFICANT_DIGITS = 12
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a model came from: the path as given and the SHA-256 of every file."""
+
+    label: str
+    path: str
+    files: Mapping[str, str]
+    family: str
+    depth: int
+
+    @property
+    def sha256(self) -> str:
+        """One digest for the whole model: SHA-256 of the ``sha256sum``-style listing of its files."""
+        listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(self.files.items()))
+        return hashlib.sha256(listing.encode()).hexdigest()
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "path": self.path, "sha256": self.sha256, "files": dict(self.files),
+                "family": self.family, "depth": self.depth}
+
+
+@dataclass(frozen=True)
+class MethodOutcome:
+    """One method on one pair: its result, or why it does not apply."""
+
+    method: Method
+    result: TestResult | None
+    reason: str | None = None
+    fingerprint_bytes: tuple[int, int] | None = None
+
+    @property
+    def applicable(self) -> bool:
+        return self.result is not None
+
+    def to_dict(self) -> dict:
+        method = self.method
+        out: dict[str, Any] = {
+            "name": method.name,
+            "applicable": self.applicable,
+            "reason": self.reason,
+            "exact": method.exact,
+            "calibrated": method.calibrated,
+            "caveat": method.caveat,
+            "measures": method.measures,
+            "survives": method.survives,
+            "parameters": dataclasses.asdict(method),
+            "fingerprint_bytes": list(self.fingerprint_bytes) if self.fingerprint_bytes else None,
+            "statistic": None, "pvalue": None, "log10_pvalue": None, "null": None, "tail": None, "details": None,
+        }
+        if self.result is not None:
+            out |= self.result.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    models: tuple[ModelInfo, ModelInfo]
+    seed: int
+    outcomes: tuple[MethodOutcome, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "tool": {"name": "audit", "version": __version__},
+            "seed": self.seed,
+            "hypotheses": {"H0": "the two models were trained independently",
+                           "H1": "one model's weights derive from the other's, or both from a common ancestor"},
+            "models": [m.to_dict() for m in self.models],
+            "methods": [o.to_dict() for o in self.outcomes],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(canonical(self.to_dict()), sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+    def write_json(self, path: str | Path) -> Path:
+        return write_atomic(path, self.to_json().encode())
+
+
+def canonical(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars to Python, floats to 12 significant digits, NaN/Inf to None."""
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [canonical(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(value) else None
+    return value
+
+
+def method_list(names: Sequence[str] | None) -> list[str]:
+    """The methods to run, in registry order when none are named."""
+    return list(REGISTRY) if not names else list(dict.fromkeys(names))
+
+
+def compare_models(
+    path_a: str | Path,
+    path_b: str | Path,
+    methods: Sequence[str] | None = None,
+    seed: int = 0,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Comparison:
+    """Run ``methods`` (default: all) on the pair; ``params`` overrides method parameters by method name."""
+    chosen = [get_method(name, **dict((params or {}).get(name, {}))) for name in method_list(methods)]
+    with open_checkpoint(path_a) as checkpoint_a, open_checkpoint(path_b) as checkpoint_b:
+        infos, models = [], []
+        for label, path, checkpoint in (("A", path_a, checkpoint_a), ("B", path_b, checkpoint_b)):
+            roles = assign_roles(checkpoint)
+            models.append(Model(roles, checkpoint.vocab))
+            infos.append(ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth))
+        cache: dict[tuple, Fingerprint] = {}
+        outcomes = tuple(run_method(method, models, seed, cache) for method in chosen)
+    return Comparison((infos[0], infos[1]), seed, outcomes)
+
+
+def run_method(method: Method, models: Sequence[Model], seed: int, cache: dict[tuple, Fingerprint]) -> MethodOutcome:
+    """Fingerprint both models (reusing ``cache``) and test; an inapplicable method says why."""
+    for label, model in zip("AB", models):
+        if reason := method.requirement(model):
+            return MethodOutcome(method, None, f"model {label}: {reason}")
+    try:
+        prints = []
+        for label, model in zip("AB", models):
+            key = (label, method.fingerprint_kind, json.dumps(method.fingerprint_params(), sort_keys=True))
+            if key not in cache:
+                cache[key] = method.extract(model, seed)
+            prints.append(cache[key])
+        sizes = (prints[0].nbytes, prints[1].nbytes)
+        if reason := method.mismatch(*prints):
+            return MethodOutcome(method, None, reason, sizes)
+        return MethodOutcome(method, method.test(*prints, derive_seed(seed, "test", method.name)), None, sizes)
+    except Inapplicable as exc:
+        return MethodOutcome(method, None, str(exc))
+
+
+def format_pvalue(log10_p: float) -> str:
+    """A p-value from its log10, readable far below float64's range (e.g. 3.2e-4512)."""
+    if log10_p >= -4:
+        return f"{10 ** log10_p:.4g}"
+    exponent = math.floor(log10_p)
+    mantissa = 10 ** (log10_p - exponent)
+    if mantissa >= 9.995:
+        mantissa, exponent = 1.0, exponent + 1
+    return f"{mantissa:.2f}e{exponent}"
+
+
+def format_table(comparison: Comparison) -> str:
+    """The human-readable summary `audit compare` prints."""
+    lines = [f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]})" for m in comparison.models]
+    lines += [f"seed: {comparison.seed}", ""]
+    header = ("method", "statistic", "p-value", "model-based p", "null", "notes")
+    rows = []
+    for outcome in comparison.outcomes:
+        method, result = outcome.method, outcome.result
+        if result is None:
+            rows.append((method.name, "-", "-", "-", "-", f"not applicable: {outcome.reason}"))
+            continue
+        null = result.null.kind + (f" (n={result.null.size})" if result.null.size else "")
+        tail = format_pvalue(result.tail.log10_pvalue) if result.tail else "-"
+        note = "uncalibrated: not evidence yet" if not method.calibrated else ("exact under H0" if method.exact else "")
+        rows.append((method.name, f"{result.statistic:.4f}", format_pvalue(result.log10_pvalue), tail, null, note))
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        lines.append("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    caveats = [f"- {o.method.name}: {o.method.caveat}" for o in comparison.outcomes if o.applicable and o.method.caveat]
+    if caveats:
+        lines += ["", "caveats:", *caveats]
+    lines += ["", "A small p-value is evidence against independent training; a large one is not proof of independence."]
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""Fingerprint methods behind one interface (:class:`Method`) and their registry.
+
+Adding a method: write one module with a :class:`Method` subclass and add it
+to ``REGISTRY`` below.
+"""
+
+from __future__ import annotations
+
+from audit.errors import InputError
+from audit.methods.attn_std import AttnStd, AttnStdDetrended
+from audit.methods.base import Fingerprint, Inapplicable, Method, Model
+from audit.methods.neuron_match import NeuronMatch
+from audit.methods.norm import Norm
+from audit.methods.pcs import Pcs
+from audit.methods.robust_match import RobustMatch
+
+REGISTRY: dict[str, type[Method]] = {
+    cls.name: cls for cls in (AttnStd, AttnStdDetrended, Norm, Pcs, NeuronMatch, RobustMatch)
+}
+
+
+def get_method(name: str, **params: object) -> Method:
+    """An instance of the method called ``name`` with ``params`` overriding its defaults."""
+    try:
+        cls = REGISTRY[name]
+    except KeyError:
+        raise InputError(f"unknown method '{name}'; choose from {', '.join(REGISTRY)}") from None
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise InputError(f"method '{name}': bad parameters {params} ({exc})") from None
+
+
+__all__ = ["REGISTRY", "Fingerprint", "Inapplicable", "Method", "Model", "get_method"]
