@@ -88,13 +88,15 @@ class Pcs(PermutationMethod):
             labels.append(label)
             shapes.append(list(view.shape))
             arrays[f"w.{label}"] = values.astype(np.float32)
-        return self.make(seed, {"labels": labels, "shapes": shapes, "width": width}, arrays)
+        return self.make(seed, {"labels": labels, "shapes": shapes, "width": width, "depth": model.roles.depth}, arrays)
 
     def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
         if reason := super().mismatch(a, b):
             return reason
         if a.meta["width"] != b.meta["width"]:
             return f"hidden sizes differ ({a.meta['width']} vs {b.meta['width']})"
+        if a.meta["depth"] != b.meta["depth"]:
+            return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); matrices are paired layer by layer"
         if not self.shared(a, b):
             return "no attention or MLP matrix has the same label and shape in both models"
         return None

@@ -27,7 +27,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from audit.stats.pvalues import LN10
+from audit.stats.pvalues import LN10, log10_factorial
 from audit.stats.results import EXACT, MONTE_CARLO, Null, Tail, TestResult
 
 BATCH_ELEMENTS = 1 << 22  # bounds the memory of one vectorised batch of permutations
@@ -71,9 +71,10 @@ def linear_permutation_test(matrix: np.ndarray, *, n_resamples: int, seed: int, 
     tail = None
     if not exact and var > 0:  # an enumerated null is the whole truth; no model goes beyond it
         z = (observed - mean) / math.sqrt(var)
-        tail = Tail(float(stats.norm.logsf(z)) / LN10,
+        # No permutation p-value is below 1/n!, so neither is its approximation.
+        tail = Tail(max(float(stats.norm.logsf(z)) / LN10, -log10_factorial(n)),
                     "model-based: normal with the exact permutation mean and variance (Hoeffding's combinatorial CLT), "
-                    f"z = {z:.3f}")
+                    f"z = {z:.3f}, floored at 1/n!")
     return TestResult(
         statistic=observed,
         log10_pvalue=math.log10(float(result.pvalue)),
