@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
@@ -95,18 +94,3 @@ def sample_block(view: TensorView, rows: np.ndarray, cols: np.ndarray) -> np.nda
     positions = rows[:, None] * width + cols[None, :]
     return view.sample(positions.ravel()).reshape(rows.size, cols.size)
 
-
-def check_finite(values: np.ndarray, what: str) -> np.ndarray:
-    from audit.checkpoint.tensor import require_finite
-
-    require_finite(values, what)
-    return values
-
-
-def f32_rows(budget: int, width: int) -> int:
-    """How many float32 rows of ``width`` fit in ``budget`` bytes (at least one)."""
-    return max(1, budget // (F32_BYTES * width))
-
-
-def log10_ratio(count: int, total: int) -> float:
-    return math.log10(count) - math.log10(total)

@@ -30,7 +30,15 @@ import numpy as np
 from audit.checkpoint import TensorView
 from audit.checkpoint.tensor import require_finite
 from audit.methods.base import Fingerprint, Inapplicable, Model
-from audit.methods.common import F32_BYTES, DEFAULT_RESAMPLES, Pairing, PermutationMethod, mlp_blocks, residual_width
+from audit.methods.common import (
+    DEFAULT_RESAMPLES,
+    F32_BYTES,
+    Pairing,
+    PermutationMethod,
+    mlp_blocks,
+    residual_width,
+    sample_block,
+)
 from audit.stats import seeded_subset
 
 READS_RESIDUAL = ("attn.q", "attn.k", "attn.v", "gate", "up")  # residual stream is the input (columns)
@@ -47,7 +55,9 @@ def matrices(model: Model, width: int) -> dict[str, tuple[TensorView, bool]]:
         for label, view in named.items():
             role = label.rsplit(".", 1)[-1] if not label.startswith("attn.") else label
             reads = role in READS_RESIDUAL
-            if len(view.shape) == 2 and view.shape[1 if reads else 0] == width:
+            if role not in READS_RESIDUAL + WRITES_RESIDUAL or len(view.shape) != 2:
+                continue
+            if view.shape[1 if reads else 0] == width:
                 found[f"layers.{layer.index}.{label}"] = (view, reads)
     return found
 
@@ -81,9 +91,8 @@ class Pcs(PermutationMethod):
         for label, (view, reads) in matrices(model, width).items():
             other = view.shape[0 if reads else 1]
             picked = seeded_subset(other, per_matrix, seed, "pcs", label, list(view.shape))
-            # Grid in canonical [out, in] numbering; stored as [other axis, residual coordinate].
-            rows, cols = (picked[:, None], coords[None, :]) if reads else (coords[None, :], picked[:, None])
-            values = view.sample((rows * view.shape[1] + cols).ravel()).reshape(picked.size, coords.size)
+            # Stored as [other axis, residual coordinate] whichever side of the matrix the residual is on.
+            values = sample_block(view, picked, coords) if reads else sample_block(view, coords, picked).T
             require_finite(values, view.name)
             labels.append(label)
             shapes.append(list(view.shape))

@@ -35,7 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 from audit.checkpoint import TensorView
 from audit.checkpoint.tensor import require_finite
-from audit.methods.base import Fingerprint, Inapplicable, Model
+from audit.methods.base import Fingerprint, Model
 from audit.methods.common import F32_BYTES, layer_budget, mlp_blocks, residual_width, sample_block
 from audit.methods.matching import BlockEvidence, LayerMatchingMethod, match_rows
 from audit.stats import hash_rank, spearman_log10
