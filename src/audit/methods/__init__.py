@@ -2,6 +2,16 @@
 
 Adding a method: write one module with a :class:`Method` subclass and add it
 to ``REGISTRY`` below.
+
+Fingerprint sizes with the default parameters for a Llama-2-7B-shaped model
+(32 layers, width 4096, MLP 11008; measured on an all-zero sparse checkpoint
+of that shape, arrays only):
+
+    attn-std / attn-std-detrended      1 KiB  (4 x 32 float64 stds)
+    norm                             536 KiB  (65 gains x 2048 coordinates)
+    pcs                              1.8 MiB  (224 matrices x 16 x 128 samples)
+    neuron-match                     4.0 MiB  (32 layers x 128 units x 256 coordinates)
+    robust-match                     8.0 MiB  (128 token rows + 3 of 32 layers x 64 units x 2 x 4096)
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ norm at once.  For independently trained models whose initialisation and
 training are symmetric under permutations of the residual basis (i.i.d.
 init, elementwise norms, Adam), B's distribution is invariant under that
 permutation, so the null is exact.  The fingerprint keeps at most
-``coordinates`` residual coordinates (a seeded subset) of every gain vector:
+``coordinates`` residual coordinates (a seeded subset) of every gain vector,
+as float32 (exact for 16- and 32-bit checkpoints):
 the test stays exact on the subset and the null's spread grows as
 1/sqrt(coordinates).
 """
@@ -64,7 +65,7 @@ class Norm(PermutationMethod):
             require_finite(values, view.name)
             rows.append(values)
         return self.make(seed, {"labels": list(gains), "width": width, "depth": model.roles.depth},
-                         {"coords": coords, "gains": np.array(rows)})
+                         {"coords": coords, "gains": np.array(rows, dtype=np.float32)})
 
     def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
         if reason := super().mismatch(a, b):
@@ -79,8 +80,8 @@ class Norm(PermutationMethod):
 
     def pairing(self, a: Fingerprint, b: Fingerprint) -> Pairing:
         shared = [label for label in a.meta["labels"] if label in b.meta["labels"]]
-        ga = a.arrays["gains"][[a.meta["labels"].index(s) for s in shared]]
-        gb = b.arrays["gains"][[b.meta["labels"].index(s) for s in shared]]
+        ga = a.arrays["gains"][[a.meta["labels"].index(s) for s in shared]].astype(np.float64)
+        gb = b.arrays["gains"][[b.meta["labels"].index(s) for s in shared]].astype(np.float64)
         keep = (np.ptp(ga, axis=1) > 0) & (np.ptp(gb, axis=1) > 0)
         if not keep.any():
             raise Inapplicable("every norm gain vector is constant in one model (untrained, or folded into weights)")

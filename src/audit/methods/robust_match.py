@@ -53,9 +53,9 @@ def _embedding(model: Model) -> TensorView | None:
 
 @dataclass(frozen=True)
 class RobustMatch(LayerMatchingMethod):
-    tokens: int = 256
+    tokens: int = 128
     units: int = 64
-    budget: int = 16 << 20
+    budget: int = 8 << 20
 
     name = "robust-match"
     measures = ("after aligning B's residual basis to A's through shared-token embeddings, per layer the Spearman "
