@@ -144,22 +144,30 @@ def compare_models(
             models.append(Model(roles, checkpoint.vocab))
             infos.append(ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth))
         cache: dict[tuple, Fingerprint] = {}
-        outcomes = tuple(run_method(method, models, seed, cache) for method in chosen)
+        outcomes = tuple(run_method(method, {"A": models[0], "B": models[1]}, seed, cache) for method in chosen)
     return Comparison((infos[0], infos[1]), seed, outcomes)
 
 
-def run_method(method: Method, models: Sequence[Model], seed: int, cache: dict[tuple, Fingerprint]) -> MethodOutcome:
-    """Fingerprint both models (reusing ``cache``) and test; an inapplicable method says why."""
-    for label, model in zip("AB", models):
+def run_method(
+    method: Method, models: Mapping[str, Model], seed: int, cache: dict[tuple, Fingerprint] | None = None
+) -> MethodOutcome:
+    """Fingerprint both models and test; an inapplicable method says why.
+
+    ``models`` maps two keys (labels or model names) to models; ``cache`` keeps
+    fingerprints by (key, fingerprint kind, parameters, seed) across methods
+    and pairs, so methods sharing a fingerprint read the weights once.
+    """
+    cache = {} if cache is None else cache
+    for key, model in models.items():
         if reason := method.requirement(model):
-            return MethodOutcome(method, None, f"model {label}: {reason}")
+            return MethodOutcome(method, None, f"model {key}: {reason}")
     try:
         prints = []
-        for label, model in zip("AB", models):
-            key = (label, method.fingerprint_kind, json.dumps(method.fingerprint_params(), sort_keys=True))
-            if key not in cache:
-                cache[key] = method.extract(model, seed)
-            prints.append(cache[key])
+        for key, model in models.items():
+            slot = (key, method.fingerprint_kind, json.dumps(method.fingerprint_params(), sort_keys=True), seed)
+            if slot not in cache:
+                cache[slot] = method.extract(model, seed)
+            prints.append(cache[slot])
         sizes = (prints[0].nbytes, prints[1].nbytes)
         if reason := method.mismatch(*prints):
             return MethodOutcome(method, None, reason, sizes)
