@@ -37,6 +37,7 @@ def test_json_document(pair, run_cli, tmp_path):
         assert "size" in entry["null"] and entry["log10_pvalue"] < -2
     for name in REGISTRY:
         assert name in stdout
+    assert "r per projection: q " in stdout
     assert list(tmp_path.iterdir()) == [out]  # atomic write leaves no temporary file
 
 

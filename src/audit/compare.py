@@ -205,8 +205,23 @@ def format_table(comparison: Comparison) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         lines.append("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    notes = [f"- {o.method.name}: {line}" for o in comparison.outcomes if o.result and (line := _detail_line(o.result))]
+    if notes:
+        lines += ["", *notes]
     caveats = [f"- {o.method.name}: {o.method.caveat}" for o in comparison.outcomes if o.applicable and o.method.caveat]
     if caveats:
         lines += ["", "caveats:", *caveats]
     lines += ["", "A small p-value is evidence against independent training; a large one is not proof of independence."]
     return "\n".join(lines)
+
+
+def _detail_line(result: TestResult) -> str | None:
+    """The per-projection r of attn-std, or which MoE blocks matched best."""
+    details = result.details
+    if "per_projection" in details:
+        return "r per projection: " + ", ".join(f"{p.removeprefix('attn.')} {r:.3f}"
+                                                for p, r in details["per_projection"].items())
+    if any(layer["pairs_compared"] > 1 for layer in details.get("layers", [])):
+        a, b = details["most_frequent_best_pair"]
+        return f"best-matching MLP blocks (most layers): A {a} ~ B {b}; Bonferroni over the pairs compared per layer"
+    return None
