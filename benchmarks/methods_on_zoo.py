@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in REGISTRY:
         method, column = get_method(name), []
         for pair in zoo.pairs:
-            outcome = run_method(method, {pair.a: models[pair.a], pair.b: models[pair.b]}, args.seed, cache)
+            outcome = run_method(method, [(pair.a, models[pair.a]), (pair.b, models[pair.b])], args.seed, cache)
             column.append(outcome.result.log10_pvalue if outcome.result else None)
         scores[name] = column
     for i, pair in enumerate(zoo.pairs):

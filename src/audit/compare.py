@@ -144,26 +144,26 @@ def compare_models(
             models.append(Model(roles, checkpoint.vocab))
             infos.append(ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth))
         cache: dict[tuple, Fingerprint] = {}
-        outcomes = tuple(run_method(method, {"A": models[0], "B": models[1]}, seed, cache) for method in chosen)
+        outcomes = tuple(run_method(method, [("A", models[0]), ("B", models[1])], seed, cache) for method in chosen)
     return Comparison((infos[0], infos[1]), seed, outcomes)
 
 
 def run_method(
-    method: Method, models: Mapping[str, Model], seed: int, cache: dict[tuple, Fingerprint] | None = None
+    method: Method, models: Sequence[tuple[str, Model]], seed: int, cache: dict[tuple, Fingerprint] | None = None
 ) -> MethodOutcome:
     """Fingerprint both models and test; an inapplicable method says why.
 
-    ``models`` maps two keys (labels or model names) to models; ``cache`` keeps
+    ``models`` is two (key, model) pairs, keys being labels or model names; ``cache`` keeps
     fingerprints by (key, fingerprint kind, parameters, seed) across methods
     and pairs, so methods sharing a fingerprint read the weights once.
     """
     cache = {} if cache is None else cache
-    for key, model in models.items():
+    for key, model in models:
         if reason := method.requirement(model):
             return MethodOutcome(method, None, f"model {key}: {reason}")
     try:
         prints = []
-        for key, model in models.items():
+        for key, model in models:
             slot = (key, method.fingerprint_kind, json.dumps(method.fingerprint_params(), sort_keys=True), seed)
             if slot not in cache:
                 cache[slot] = method.extract(model, seed)
