@@ -71,6 +71,9 @@ def test_fine_tuned_copy_is_detected(zoo, method):
 def test_hidden_unit_permutation_defeats_neuron_match_not_robust_match(zoo):
     assert run(zoo, "neuron-match", "a", "units-permuted").pvalue > 0.01
     assert run(zoo, "robust-match", "a", "units-permuted").log10_pvalue < -50
+    # Subsampled (16 of 64 units per layer, chosen by norm): the permuted copy keeps the same units.
+    small = run(zoo, "robust-match", "a", "units-permuted", units=16, budget=64 * 32 * 4 + 8 * 16 * 2 * 32 * 4)
+    assert small.details["layers"][0]["units"] == 16 and small.log10_pvalue < -50
     # Attention and norms are untouched, so pcs and norm still see the copy.
     assert run(zoo, "pcs", "a", "units-permuted").log10_pvalue <= EXTREME
     assert run(zoo, "norm", "a", "units-permuted").log10_pvalue <= EXTREME

@@ -19,9 +19,11 @@ of the reference zoo show its p-values are uniform.
 Fingerprint: the embedding rows of ``tokens`` tokens chosen by a seeded hash
 of the token *string* (the k lowest hashes), so two models keep the same
 shared tokens without seeing each other; per MLP block the full gate and up
-rows of ``units`` hidden units chosen by the largest product of gate and up
-row norms (a choice that commutes with permutations, so a permuted copy
-keeps the same units); as many evenly spread layers as ``budget`` allows.
+rows of its hidden units: all of them in every layer when ``budget`` allows,
+otherwise at least ``units`` per block, those with the largest product of
+gate and up row norms (a choice that commutes with permutations, so a
+permuted copy keeps the same units), in as many evenly spread layers as the
+budget allows.
 Cost in power: when units are subsampled, a fine-tuned copy keeps only part
 of the selected set (norm ranks drift), and fewer layers enter Fisher.
 """
@@ -90,14 +92,18 @@ class RobustMatch(LayerMatchingMethod):
         arrays = {"embed": embedding.astype(np.float32)}
         gated = [{n: b for n, b in mlp_blocks(layer).items() if {"gate", "up"} <= set(b) and b["up"].shape[1] == width}
                  for layer in model.roles.layers]
-        per_layer = max(sum(2 * min(b["up"].shape[0], self.units) for b in blocks.values()) for blocks in gated)
         left = max(0, self.budget - embedding.size * F32_BYTES)
+        row_bytes = 2 * width * F32_BYTES  # one unit: its gate and up rows
+        most_blocks = max(len(blocks) for blocks in gated)
+        # Every unit of every layer when the budget allows, else at least ``units`` per block in fewer layers.
+        keep = max(self.units, left // (row_bytes * model.roles.depth * max(most_blocks, 1)))
+        per_layer = max(sum(min(b["up"].shape[0], keep) for b in blocks.values()) for blocks in gated)
         blocks_meta = {}
-        for index in layer_budget(left, per_layer * width * F32_BYTES, model.roles.depth):
+        for index in layer_budget(left, per_layer * row_bytes, model.roles.depth):
             blocks_meta[str(index)] = {}
             for name, block in gated[index].items():
                 score = _row_norms(block["gate"]) * _row_norms(block["up"])
-                units = np.sort(np.argsort(-score, kind="stable")[: self.units])
+                units = np.sort(np.argsort(-score, kind="stable")[:keep])
                 for role in ("gate", "up"):
                     values = sample_block(block[role], units, np.arange(width))
                     require_finite(values, block[role].name)
