@@ -96,6 +96,12 @@ class Comparison:
             "seed": self.seed,
             "hypotheses": {"H0": "the two models were trained independently",
                            "H1": "one model's weights derive from the other's, or both from a common ancestor"},
+            "conventions": {
+                "pvalue": "one-sided (upper tail: more similar than independent models); a float, so it reads 0.0 "
+                          "below about 1e-308, where log10_pvalue stays exact",
+                "models.sha256": "SHA-256 of the sha256sum-style listing of the model's files",
+                "floats": f"rounded to {SIGNIFICANT_DIGITS} significant digits",
+            },
             "models": [m.to_dict() for m in self.models],
             "methods": [o.to_dict() for o in self.outcomes],
         }
