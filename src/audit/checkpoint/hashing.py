@@ -15,3 +15,9 @@ def sha256_file(path: Path) -> str:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         raise InputError(f"{path}: cannot read for hashing: {exc.strerror or exc}") from None
+
+
+def listing_digest(files: dict[str, str]) -> str:
+    """One digest for a whole model: SHA-256 of its ``sha256sum``-style file listing."""
+    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(listing.encode()).hexdigest()

@@ -66,6 +66,10 @@ def calibrate(pvalues: np.ndarray, alpha: float, min_attainable: float | None = 
         reasons.append(f"false-positive rate {hits}/{n} is significantly above alpha={alpha:g}")
     if ks_smaller.pvalue < SCREEN_LEVEL:
         reasons.append(f"p-values are stochastically smaller than uniform (one-sided KS p={ks_smaller.pvalue:.2g})")
+    if floor > alpha:
+        reasons_note = f" (the smallest attainable p, {floor:.3g}, exceeds alpha: the false-positive rate at alpha is untestable here)"
+    else:
+        reasons_note = ""
     return Calibration(
         alpha=alpha,
         pvalues=pvalues,
@@ -78,5 +82,6 @@ def calibrate(pvalues: np.ndarray, alpha: float, min_attainable: float | None = 
         ks_smaller_pvalue=float(ks_smaller.pvalue),
         min_attainable=floor,
         calibrated=not reasons,
-        reason="; ".join(reasons) or f"{hits}/{n} independent pairs at p <= {alpha:g}; no sign of anti-conservative p-values",
+        reason=("; ".join(reasons) or f"{hits}/{n} independent pairs at p <= {alpha:g}; no sign of anti-conservative p-values")
+        + reasons_note,
     )

@@ -1,0 +1,83 @@
+"""Baseline populations and the audit against them, on synthetic independent models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from audit.auditor import run_audit
+from audit.baselines import Population
+from audit.errors import InputError
+from audit.evidence import DERIVED, NOT_REJECTED
+from audit.synth import Dims, make_checkpoint
+
+DIMS = Dims(layers=4, hidden=32, mlp=64, heads=4, vocab=40)
+MEMBERS = 7
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    paths = [make_checkpoint(root / f"m{i}", "llama", DIMS, seed=100 + i).path for i in range(MEMBERS)]
+    population = Population.open_or_create(root / "population", "synthetic", seed=3)
+    population.add(paths, workers=1, source="audit.synth", licence="CC0", notes="independent random inits")
+    suspect = make_checkpoint(root / "suspect", "llama", DIMS, seed=100, perturb=(7, 0.3)).path  # m0 + noise
+    stranger = make_checkpoint(root / "stranger", "llama", DIMS, seed=999).path
+    return root, paths, suspect, stranger
+
+
+def test_population_folder_holds_small_fingerprints_and_metadata(world):
+    root, paths, _, _ = world
+    population = Population.open(root / "population")
+    assert population.name == "synthetic" and population.seed == 3 and len(population.members) == MEMBERS
+    member = population.members["m0"]
+    assert member.source == "audit.synth" and member.licence == "CC0"
+    assert member.architecture["depth"] == 4 and member.architecture["hidden"] == 32
+    assert set(member.files) == {"model.safetensors", "config.json"}
+    for kind in member.fingerprints:
+        assert (root / "population" / "models" / "m0" / f"{kind}.npz").stat().st_size < 200_000
+    pairs = json.loads((root / "population" / "pairs.json").read_text())
+    assert len(pairs["methods"]["attn-std"]["pairs"]) == MEMBERS * (MEMBERS - 1) // 2
+
+
+def test_adding_twice_or_bad_names_is_refused(world):
+    root, paths, _, _ = world
+    population = Population.open(root / "population")
+    with pytest.raises(InputError, match="already in population"):
+        population.add([paths[0]], ["m0"])
+    with pytest.raises(InputError, match="same files as member 'm1'"):
+        population.add([paths[1]], ["again"])
+    with pytest.raises(InputError, match="must be letters"):
+        population.add([paths[1]], ["bad name!"])
+
+
+def test_member_suspect_is_left_out_of_its_own_null_and_derivation_is_found(world):
+    root, paths, suspect, _ = world
+    audit = run_audit(paths[0], suspect, root / "population", alpha=0.01)
+    doc = audit.to_dict()
+    assert doc["verdict"]["label"] == DERIVED
+    assert doc["baseline"]["size"] == MEMBERS
+    by_name = {m["name"]: m for m in doc["methods"]}
+    remaining = (MEMBERS - 1) * (MEMBERS - 2) // 2  # pairs without m0
+    for method in ("norm", "pcs"):
+        population = by_name[method]["population"]
+        assert population["n_pairs"] == remaining and population["n_models"] == MEMBERS - 1
+        assert population["pvalue"] == pytest.approx(1 / (remaining + 1))  # beyond every independent pair
+        assert population["tail"]["log10_pvalue"] < population["log10_pvalue"]
+    assert by_name["pcs"]["vote"]["source"] == "within-pair exact test"
+    assert by_name["pcs"]["calibration"]["n"] == MEMBERS * (MEMBERS - 1) // 2 - (MEMBERS - 1)
+
+
+def test_stranger_is_not_rejected(world):
+    root, paths, _, stranger = world
+    audit = run_audit(paths[1], stranger, root / "population", alpha=0.01)
+    assert audit.verdict.label == NOT_REJECTED
+
+
+def test_audit_json_is_byte_identical_and_seed_must_match(world):
+    root, paths, suspect, _ = world
+    first = run_audit(paths[2], suspect, root / "population").to_json()
+    assert first == run_audit(paths[2], suspect, root / "population").to_json()
+    with pytest.raises(InputError, match="seed 3"):
+        run_audit(paths[2], suspect, root / "population", seed=4)
