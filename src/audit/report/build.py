@@ -1,0 +1,235 @@
+"""The signed PDF audit: manifest, figures, HTML, PDF/A-3b, PAdES signature.
+
+The report is a pure function of its manifest (the audit's results document,
+the inputs' descriptions and the case details): everything shown is read
+from the manifest, and the manifest travels inside the signed PDF, so what a
+verifier recomputes is exactly what the reader saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from audit.atomic import write_atomic
+from audit.auditor import Audit
+from audit.checkpoint import open_checkpoint
+from audit.compare import canonical
+from audit.inspection import summarize
+from audit.report import plots
+from audit.report.render import MANIFEST_NAME, html_to_pdf, render_html
+from audit.roles import assign_roles
+from audit.signature import AuditorKey, sign_pdf
+
+VERSIONED = ("numpy", "scipy", "statsmodels", "matplotlib", "weasyprint", "pyhanko", "safetensors", "ml_dtypes")
+HEATMAP_METHODS = ("attn-std", "pcs")
+VERDICT_TEXT = {
+    "derived": "A similarity this strong is very unlikely between independently trained models: the data are "
+               "evidence that one model's weights derive from the other's, or that both derive from a common ancestor.",
+    "not-rejected": "At the declared significance level the data do not show derivation. This does not prove that "
+                    "the models were trained independently: a derivation the methods cannot see (or too small a "
+                    "baseline population) would give the same result.",
+    "inconclusive": "The audit cannot decide either way with the methods and baseline available for this pair; "
+                    "the reason is given below.",
+}
+
+
+def describe_inputs(audit: Audit) -> list[dict]:
+    """Architecture, configuration and file sizes of the two models, for the manifest."""
+    described = []
+    for info in audit.comparison.models:
+        with open_checkpoint(info.path) as checkpoint:
+            summary = summarize(checkpoint, assign_roles(checkpoint), hashes=False).to_dict()
+            sizes = {str(f.path.relative_to(checkpoint.directory)): f.size for f in checkpoint.files}
+            config = checkpoint.config or {}
+        described.append({
+            "label": info.label,
+            "path": info.path,
+            "architecture": {k: summary[k] for k in ("family", "model_type", "depth", "hidden", "mlp_width", "vocab",
+                                                     "heads", "kv_heads", "experts", "parameters", "dtypes")},
+            "files": [{"name": name, "bytes": sizes.get(name), "sha256": digest} for name, digest in sorted(info.files.items())],
+            "config": config,
+        })
+    return described
+
+
+def versions() -> dict[str, str]:
+    found = {"audit": metadata.version("model-provenance-audit"), "python": platform.python_version()}
+    for package in VERSIONED:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def build_manifest(audit: Audit, key: AuditorKey, case_id: str, command: str, date: dt.date | None = None) -> dict:
+    """Everything the report shows, as one JSON-ready document."""
+    members = []
+    if audit.baseline is not None:
+        members = [audit.baseline.members[name].to_dict() for name in sorted(audit.baseline.members)]
+    info = key.info
+    return canonical({
+        "format": "audit-report-manifest",
+        "format_version": 1,
+        "case": {"id": case_id, "date": (date or dt.datetime.now(dt.timezone.utc).date()).isoformat(), "command": command},
+        "auditor": {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in dataclasses.asdict(info).items()},
+        "versions": versions(),
+        "audit": audit.to_dict(),
+        "inputs": describe_inputs(audit),
+        "baseline_members": members,
+        "baseline_pairs": _pair_tables(audit),
+    })
+
+
+def _pair_tables(audit: Audit) -> dict:
+    if audit.baseline is None:
+        return {}
+    return {name: audit.baseline.pair_table(name).to_dict() for name in HEATMAP_METHODS
+            if any(e.outcome.method.name == name for e in audit.evidence)}
+
+
+def _config_differences(inputs: list[dict]) -> list[tuple[str, str, str]]:
+    a, b = inputs[0]["config"], inputs[1]["config"]
+    rows = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            rows.append((key, json.dumps(a.get(key, "–"))[:60], json.dumps(b.get(key, "–"))[:60]))
+    return rows
+
+
+def _input_rows(inputs: list[dict]) -> list[dict]:
+    labels = [("family", "Family"), ("model_type", "model_type"), ("depth", "Layers"), ("hidden", "Hidden width"),
+              ("mlp_width", "MLP width"), ("vocab", "Vocabulary"), ("heads", "Heads"), ("kv_heads", "KV heads"),
+              ("experts", "Experts per layer"), ("parameters", "Parameters"), ("dtypes", "dtypes")]
+    rows = [{"label": "Path", "a": inputs[0]["path"], "b": inputs[1]["path"], "css": "mono"}]
+    for key, label in labels:
+        values = [i["architecture"].get(key) for i in inputs]
+        shown = [", ".join(f"{k} x{n}" for k, n in v.items()) if isinstance(v, dict)
+                 else (f"{v:,}" if isinstance(v, int) and key == "parameters" else ("–" if v is None else str(v)))
+                 for v in values]
+        rows.append({"label": label, "a": shown[0], "b": shown[1], "css": ""})
+    return rows
+
+
+def _figures(method: Mapping[str, Any], labels: tuple[str, str]) -> list[dict]:
+    figures = []
+    details = method.get("details") or {}
+    name = method["name"]
+    if name == "attn-std" and "profiles" in details:
+        projections = ("q", "k", "v", "o")
+        profile_a = {p: details["profiles"]["A"][i] for i, p in enumerate(projections)}
+        profile_b = {p: details["profiles"]["B"][i] for i, p in enumerate(projections)}
+        figures.append({"svg": plots.layer_profiles(profile_a, profile_b, labels[0], labels[1], "std of weights"),
+                        "caption": "Per-layer standard deviation of the q, k, v, o projections of both models "
+                                   "(before z-scoring), over normalised depth.", "css": ""})
+    layers = details.get("layers")
+    if isinstance(layers, list) and layers and "log10_pvalue" in layers[0]:
+        figures.append({"svg": plots.layer_evidence([l["log10_pvalue"] for l in layers]),
+                        "caption": f"Per-layer evidence of {name}: -log10 of each layer's matching p-value.", "css": ""})
+    population = method.get("population")
+    if population:
+        tail = population.get("tail")
+        figures.append({"svg": plots.null_histogram(population["null_values"], method["statistic"], f"{name} statistic",
+                                                    (tail["loc"], tail["scale"], tail["transform"]) if tail else None),
+                        "caption": f"{name} between all comparable pairs of independently trained baseline models, "
+                                   "with this pair's value marked.", "css": ""})
+    calibration = method.get("calibration")
+    if calibration and calibration.get("pvalues"):
+        figures.append({"svg": plots.calibration_qq(calibration["pvalues"], calibration["alpha"]),
+                        "caption": f"Calibration of {name} on the baseline population: p-values of independent pairs "
+                                   "against uniform quantiles (on the diagonal when calibrated).", "css": "half"})
+    return figures
+
+
+def _heatmaps(manifest: Mapping[str, Any]) -> list[dict]:
+    members = [m["name"] for m in manifest["baseline_members"]]
+    index = {name: i for i, name in enumerate(members)}
+    figures = []
+    for method, table in manifest["baseline_pairs"].items():
+        matrix = np.full((len(members), len(members)), np.nan)
+        for (a, b), value in zip(table["pairs"], table["statistics"]):
+            matrix[index[a], index[b]] = matrix[index[b], index[a]] = value
+        figures.append({"svg": plots.similarity_heatmap(matrix, members, f"{method} between baseline models"),
+                        "caption": f"{method} for every pair of baseline models (blank: not comparable, e.g. different depths)."})
+    return figures
+
+
+def _limitations(manifest: Mapping[str, Any]) -> list[str]:
+    doc = manifest["audit"]
+    items = []
+    if doc.get("baseline"):
+        floors = sorted({m["population"]["min_pvalue"] for m in doc["methods"] if m.get("population")})
+        if floors:
+            items.append(f"The population nulls rest on {doc['baseline']['size']} models; their empirical p-values cannot "
+                         f"be smaller than {floors[0]:.3g}. Pairs of baseline models share models, so they are not "
+                         "independent draws; calibration leaves both models of each pair out.")
+        for m in doc["methods"]:
+            note = (m.get("population") or {}).get("comparability", {}).get("note")
+            if note and note != "same depth range":
+                items.append(f"{m['name']}: {note} (population depths {m['population']['comparability']['population_depths']}).")
+                break
+    else:
+        items.append("No baseline population was given: only exact within-pair tests count, and their calibration "
+                     "on independently trained models was not checked in this audit.")
+    for m in doc["methods"]:
+        if m.get("caveat") and m["applicable"]:
+            items.append(f"{m['name']}: {m['caveat']}.")
+    items.append("Methods that read embeddings can detect derivation through token rows that training never changed; "
+                 "the transformer-body methods (attn-std, norm, pcs, neuron-match) do not depend on them.")
+    items.append("A p-value above alpha is not proof of independence: transformations a method does not survive "
+                 "(stated in each section) hide a derivation from it.")
+    return items
+
+
+def render_report(manifest: Mapping[str, Any], manifest_bytes: bytes) -> bytes:
+    """Unsigned PDF/A-3b of the report described by ``manifest``."""
+    doc = manifest["audit"]
+    labels = (f"A: {Path(doc['models'][0]['path']).name}", f"B: {Path(doc['models'][1]['path']).name}")
+    methods = [dict(m, figures=_figures(m, labels), about=m.get("explanation", ""), reference=m.get("reference", ""),
+                    extra_statistics=", ".join(f"{k} {v:.3f}" for k, v in (m.get("details") or {}).get("per_projection", {}).items()))
+               for m in doc["methods"]]
+    context = {
+        "doc": doc,
+        "case": manifest["case"],
+        "auditor": manifest["auditor"],
+        "verdict_text": VERDICT_TEXT[doc["verdict"]["label"]],
+        "power": doc["verdict"].get("power") or {},
+        "input_rows": _input_rows(manifest["inputs"]),
+        "files": [dict(f, model=i["label"]) for i in manifest["inputs"] for f in i["files"]],
+        "config_differences": _config_differences(manifest["inputs"]),
+        "methods": methods,
+        "members": manifest["baseline_members"],
+        "baseline_figures": _heatmaps(manifest) if doc.get("baseline") else [],
+        "limitations": _limitations(manifest),
+        "versions": manifest["versions"],
+        "manifest_name": MANIFEST_NAME,
+        "verify_command": manifest["case"].get("verify", ""),
+    }
+    html = render_html("report.html.j2", context)
+    return html_to_pdf(html, manifest_bytes, title=f"audit {manifest['case']['id']}")
+
+
+def write_report(
+    audit: Audit,
+    key: AuditorKey,
+    out: str | Path,
+    case_id: str,
+    command: str,
+    verify_command: str,
+    timestamp_url: str | None = None,
+) -> Path:
+    """Render, sign in memory and write ``out`` atomically (nothing is written on failure)."""
+    manifest = build_manifest(audit, key, case_id, command)
+    manifest["case"]["verify"] = verify_command
+    manifest_bytes = (json.dumps(manifest, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()
+    pdf = render_report(manifest, manifest_bytes)
+    signed = sign_pdf(pdf, key, reason=f"Model provenance audit, case {case_id}", timestamp_url=timestamp_url)
+    return write_atomic(out, signed)
