@@ -16,12 +16,14 @@ import numpy as np
 
 from audit.atomic import write_atomic
 from audit.baselines import Population
-from audit.compare import Comparison, MethodOutcome, canonical, compare_models
+from audit.compare import Comparison, MethodOutcome, canonical, compare_models, format_pvalue, format_table
 from audit.errors import InputError
+from audit.methods import get_method
 from audit.evidence import (
     Calibration,
     PopulationTest,
     Verdict,
+    bh_log10,
     Vote,
     calibrate,
     decide,
@@ -148,8 +150,13 @@ def run_audit(
     methods: Sequence[str] | None = None,
     seed: int | None = None,
     alpha: float = DEFAULT_ALPHA,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Audit:
-    """Compare ``path_a`` and ``path_b``; with a baseline, weigh every method against it and decide."""
+    """Compare ``path_a`` and ``path_b``; with a baseline, weigh every method against it and decide.
+
+    ``params`` overrides method parameters (not with a baseline, whose
+    fingerprints were made with the defaults).
+    """
     if not 0 < alpha < 1:
         raise InputError(f"alpha must lie strictly between 0 and 1, not {alpha}")
     base = Population.open(baseline) if isinstance(baseline, (str, Path)) else baseline
@@ -158,7 +165,9 @@ def run_audit(
             raise InputError(f"baseline '{base.name}' was fingerprinted with seed {base.seed}; use --seed {base.seed} "
                              "(sampled positions must match) or rebuild the baseline")
         seed = base.seed
-    comparison = compare_models(path_a, path_b, methods, 0 if seed is None else seed)
+        if params:
+            raise InputError("method parameters cannot be changed with a baseline: its fingerprints use the defaults")
+    comparison = compare_models(path_a, path_b, methods, 0 if seed is None else seed, params)
     excluded = set()
     if base is not None:
         excluded = {name for m in comparison.models if (name := base.member_with(m.sha256))}
@@ -184,3 +193,114 @@ def _power(base: Population | None, alpha: float) -> dict[str, float]:
         return {}
     data = json.loads((base.root / "power.json").read_text())
     return {name: float(rates[f"{alpha:g}"]) for name, rates in data.get("tpr_at_alpha", {}).items() if f"{alpha:g}" in rates}
+
+
+def format_audit(audit: Audit) -> str:
+    """The population, calibration and verdict lines `audit compare --baseline` prints under the method table."""
+    lines = [format_table(audit.comparison), ""]
+    if audit.baseline is not None:
+        lines.append(f"baseline: {audit.baseline.name} ({len(audit.baseline.members)} models, seed {audit.baseline.seed})")
+        header = ("method", "population p", "model-based p", "pairs", "calibration", "counts")
+        rows = []
+        for e in audit.evidence:
+            pop, cal = e.population, e.calibration
+            rows.append((
+                e.outcome.method.name,
+                format_pvalue(pop.log10_pvalue) if pop else "-",
+                format_pvalue(pop.tail.log10_pvalue) if pop and pop.tail else "-",
+                str(pop.n_pairs) if pop else "-",
+                ("ok" if cal.calibrated else "MISCALIBRATED") + f" {cal.false_positives}/{cal.n}" if cal else "-",
+                (e.vote.source or "") if e.vote.counts else f"no: {e.vote.reason}",
+            ))
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+        for row in [header, *rows]:
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        lines.append("")
+    v = audit.verdict
+    combined = f"combined p = {format_pvalue(v.log10_pvalue)} ({v.combination})" if v.log10_pvalue is not None else "no combined p"
+    lines.append(f"verdict at alpha {v.alpha:g}: {v.label.upper()} - {v.headline}; {combined}")
+    lines.append(f"  {v.reason}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A reported number (no weights at hand) against a population's null."""
+
+    method: str
+    test: PopulationTest
+    population: str
+    population_depths: tuple[int, ...]
+    case_depths: tuple[int, ...]
+    comparable_pairs: int
+    note: str
+
+
+def evaluate_statistic(method: str, statistic: float, baseline: Population | str | Path,
+                       depths: Sequence[int] = ()) -> Evaluation:
+    """Where ``statistic`` falls among the population's pairs for ``method`` (e.g. attn-std 0.927)."""
+    base = Population.open(baseline) if isinstance(baseline, (str, Path)) else baseline
+    get_method(method)  # a clear error for unknown names
+    table = base.pair_table(method)
+    if not table.statistics.size:
+        raise InputError(f"baseline '{base.name}' has no comparable pairs for {method}")
+    test = population_test(statistic, table.statistics, pair_models=list(table.pairs))
+    member_depths = tuple(sorted({int(base.members[m].architecture["depth"]) for pair in table.pairs for m in pair}))
+    outside = [d for d in depths if not member_depths[0] <= d <= member_depths[-1]]
+    if not depths:
+        note = "no depths given for the case: comparability with the population is unknown"
+    elif outside:
+        note = (f"depth(s) {outside} lie outside the population's {member_depths[0]}-{member_depths[-1]} layers; "
+                "depth-dependent statistics (attn-std) may have a different null there: treat the p-value as indicative")
+    else:
+        note = "the case's depths lie within the population's range"
+    return Evaluation(method, test, base.name, member_depths, tuple(depths), test.n_pairs, note)
+
+
+@dataclass(frozen=True)
+class ScanRow:
+    candidate: str
+    audit: Audit
+    bh_log10_pvalue: float | None
+
+
+def scan(suspect: str | Path, candidates: Sequence[str | Path], baseline: Population | str | Path | None = None,
+         methods: Sequence[str] | None = None, seed: int | None = None, alpha: float = DEFAULT_ALPHA) -> list[ScanRow]:
+    """Audit ``suspect`` against each candidate; rank by combined p, Benjamini-Hochberg across candidates."""
+    base = Population.open(baseline) if isinstance(baseline, (str, Path)) else baseline
+    audits = [run_audit(suspect, c, base, methods, seed, alpha) for c in candidates]
+    log10 = [a.verdict.log10_pvalue for a in audits]
+    known = [i for i, p in enumerate(log10) if p is not None]
+    adjusted: dict[int, float] = {}
+    if known:
+        adjusted = dict(zip(known, bh_log10(np.array([log10[i] for i in known]))))
+    rows = [ScanRow(str(c), a, adjusted.get(i)) for i, (c, a) in enumerate(zip(candidates, audits))]
+    return sorted(rows, key=lambda r: (r.bh_log10_pvalue is None, r.bh_log10_pvalue if r.bh_log10_pvalue is not None else 0.0))
+
+
+def format_evaluation(result: Evaluation) -> str:
+    test = result.test
+    lines = [
+        f"{result.method} = {test.statistic:g} against population '{result.population}' "
+        f"({test.n_pairs} independent pairs of {test.n_models} models)",
+        f"empirical p = {test.pvalue:.4g} ({test.exceedances} pair(s) at least as similar; smallest attainable {test.min_pvalue:.4g})",
+    ]
+    if test.tail is not None:
+        lines.append(f"model-based p = {format_pvalue(test.tail.log10_pvalue)} (normal fitted to the {test.tail.transform} "
+                     f"null; {test.tail.gof_test} p = {test.tail.gof_pvalue:.3g})")
+    quantiles = np.quantile(test.null_distribution, [0.5, 0.95, 0.99])
+    lines.append(f"null: median {quantiles[0]:.4f}, 95% {quantiles[1]:.4f}, 99% {quantiles[2]:.4f}, max {test.null_distribution.max():.4f}")
+    lines.append(f"comparability: population depths {list(result.population_depths)}; {result.note}")
+    return "\n".join(lines)
+
+
+def format_scan(rows: list[ScanRow], alpha: float) -> str:
+    header = ("rank", "candidate", "combined p", "BH-adjusted p", "verdict")
+    table = [(str(i + 1), r.candidate, format_pvalue(r.audit.verdict.log10_pvalue) if r.audit.verdict.log10_pvalue is not None else "-",
+              format_pvalue(r.bh_log10_pvalue) if r.bh_log10_pvalue is not None else "-",
+              r.audit.verdict.label + (" (BH <= alpha)" if r.bh_log10_pvalue is not None and r.bh_log10_pvalue <= math.log10(alpha) else ""))
+             for i, r in enumerate(rows)]
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *table]]
+    lines.append(f"Benjamini-Hochberg controls the false discovery rate across the {len(rows)} candidates at alpha {alpha:g}.")
+    return "\n".join(lines)

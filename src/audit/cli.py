@@ -6,16 +6,24 @@ import argparse
 import getpass
 import json
 import os
+import shlex
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from audit import __version__
+from audit.auditor import DEFAULT_ALPHA, evaluate_statistic, format_audit, format_evaluation, format_scan, run_audit, scan
+from audit.baselines import Population
+from audit.baselines.display import format_matrix, format_members
 from audit.checkpoint import open_checkpoint
 from audit.compare import compare_models, format_table
+from audit.demo import run_demo
 from audit.errors import AuditError
 from audit.inspection import format_summary, summarize
+from audit.report.build import check_case_id, write_report
+from audit.report.verification import verify_audit_report
 from audit.roles import assign_roles
-from audit.signature import keygen
+from audit.signature import keygen, load_pem, load_pkcs12
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -52,14 +60,97 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _method_names(items: Sequence[str] | None) -> list[str] | None:
+    return [n for item in items or [] for n in item.split(",") if n] or None
+
+
 def _compare(args: argparse.Namespace) -> int:
-    names = [n for item in args.methods or [] for n in item.split(",") if n]
+    names = _method_names(args.methods)
     params = {name: {"budget": args.budget} for name in ("neuron-match", "robust-match")} if args.budget else None
-    comparison = compare_models(args.a, args.b, names or None, seed=args.seed, params=params)
+    if args.baseline is None:
+        comparison = compare_models(args.a, args.b, names, seed=args.seed or 0, params=params)
+        if args.json:
+            comparison.write_json(args.json)
+        print(format_table(comparison))
+        return 0
+    audit = run_audit(args.a, args.b, args.baseline, names, args.seed, args.alpha, params)
     if args.json:
-        comparison.write_json(args.json)
-    print(format_table(comparison))
+        audit.write_json(args.json)
+    print(format_audit(audit))
     return 0
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    if args.action == "add":
+        population = Population.open_or_create(args.dir, args.name, args.seed, args.description or "")
+        added = population.add(args.models, args.member_names, source=args.source or "", licence=args.licence or "",
+                               notes=args.notes or "", mapping=args.mapping, scheduler=args.scheduler, workers=args.workers)
+        print(f"added {len(added)} model(s) to '{population.name}' ({len(population.members)} in all): "
+              + ", ".join(m.name for m in added))
+        return 0
+    population = Population.open(args.dir)
+    if args.action == "list":
+        print(format_members(population))
+    else:
+        print(format_matrix(population, _method_names(args.methods)))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    result = evaluate_statistic(args.method, args.statistic, args.baseline, args.depth or ())
+    print(format_evaluation(result))
+    return 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    rows = scan(args.suspect, args.candidates, args.baseline, _method_names(args.methods), args.seed, args.alpha)
+    print(format_scan(rows, args.alpha))
+    return 0
+
+
+def _signer(args: argparse.Namespace):
+    if args.p12:
+        return load_pkcs12(args.p12, _passphrase(args.passphrase_env, str(args.p12)))
+    if args.key and args.cert:
+        return load_pem(args.key, args.cert, _passphrase(args.passphrase_env, str(args.key)) if args.key_encrypted else None)
+    raise AuditError("signing needs --p12 FILE, or --key FILE with --cert FILE")
+
+
+def _report(args: argparse.Namespace) -> int:
+    key = _signer(args)  # before the long computation: a wrong passphrase fails fast, and nothing is written
+    audit = run_audit(args.a, args.b, args.baseline, _method_names(args.methods), args.seed, args.alpha)
+    case_id = args.case_id or f"{Path(args.a).name}-vs-{Path(args.b).name}"
+    verify = f"audit verify {args.out} --trust CERT.pem --models {args.a} {args.b} --recompute"
+    path = write_report(audit, key, args.out, check_case_id(case_id), "audit " + shlex.join(args.argv), verify,
+                        timestamp_url=args.tsa)
+    print(f"report: {path}")
+    print(f"verdict at alpha {audit.verdict.alpha:g}: {audit.verdict.headline}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    result = run_demo(args.out)
+    print(f"demo: audited {result.pair[0]} vs {result.pair[1]} against baseline '{result.baseline}'")
+    print(f"verdict: {result.verdict}")
+    print(f"report: {result.report}  (signed with a demo key, labelled as such in the PDF)")
+    print(f"verify: audit verify {result.report} --trust {result.certificate} --recompute")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    checks = verify_audit_report(args.report, args.trust or (), args.models, args.recompute, args.baseline)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.message}")
+    passed = all(check.ok for check in checks)
+    print("verified: every check passed" if passed else "NOT verified")
+    return 0 if passed else 1
+
+
+def _audit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", metavar="DIR", help="baseline population of independently trained models")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level (default {DEFAULT_ALPHA})")
+    if not any(a.dest == "seed" for a in parser._actions):
+        parser.add_argument("--seed", type=int, help="seed of every random choice (default 0, or the baseline's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,11 +170,76 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("a", help="model A: a .safetensors file, a model directory or a shard index")
     compare.add_argument("b", help="model B")
     compare.add_argument("--methods", nargs="+", metavar="NAME", help="methods to run (default: all), e.g. pcs norm")
-    compare.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    compare.add_argument("--seed", type=int, help="seed of every random choice (default 0, or the baseline's)")
     compare.add_argument("--json", metavar="FILE", help="also write the results document (JSON) to FILE")
     compare.add_argument("--budget", type=int, metavar="BYTES",
                          help="fingerprint byte budget of neuron-match and robust-match (larger: more power)")
+    _audit_options(compare)
     compare.set_defaults(run=_compare)
+
+    baseline = commands.add_parser("baseline", help="build and inspect baseline populations of independent models")
+    actions = baseline.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="fingerprint models and add them to a population (created if new)")
+    add.add_argument("dir", help="population folder")
+    add.add_argument("models", nargs="+", help="checkpoints of independently trained models")
+    add.add_argument("--name", dest="member_names", nargs="+", metavar="NAME", help="member names (default: folder names)")
+    add.add_argument("--population-name", dest="name", help="name of a new population (default: folder name)")
+    add.add_argument("--description", help="what the population is (new populations)")
+    add.add_argument("--seed", type=int, default=0, help="fingerprint seed of a new population (default 0)")
+    add.add_argument("--source", help="where the models come from")
+    add.add_argument("--licence", help="their licence")
+    add.add_argument("--notes", help="why they are independent of each other")
+    add.add_argument("--mapping", metavar="FILE", help="role mapping for architectures not built in")
+    add.add_argument("--workers", type=int, help="local processes (default: all cores)")
+    add.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask distributed cluster")
+    for action, text in (("list", "list the members"), ("matrix", "pairwise similarity per method")):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("dir", help="population folder")
+        if action == "matrix":
+            sub.add_argument("--methods", nargs="+", metavar="NAME", help="methods (default: all)")
+    baseline.set_defaults(run=_baseline)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a reported statistic against a population's null")
+    evaluate.add_argument("--method", required=True, help="method that produced the number, e.g. attn-std")
+    evaluate.add_argument("--statistic", type=float, required=True, help="the reported value, e.g. 0.927")
+    evaluate.add_argument("--baseline", required=True, metavar="DIR", help="baseline population folder")
+    evaluate.add_argument("--depth", type=int, nargs="+", metavar="L", help="depths of the models in the case")
+    evaluate.set_defaults(run=_evaluate)
+
+    scan_ = commands.add_parser("scan", help="rank candidate parents of a suspect (Benjamini-Hochberg across candidates)")
+    scan_.add_argument("suspect")
+    scan_.add_argument("candidates", nargs="+", help="candidate checkpoints")
+    scan_.add_argument("--methods", nargs="+", metavar="NAME")
+    _audit_options(scan_)
+    scan_.set_defaults(run=_scan)
+
+    report = commands.add_parser("report", help="audit a pair and write the signed PDF report")
+    report.add_argument("a")
+    report.add_argument("b")
+    report.add_argument("--out", required=True, metavar="PDF", help="where to write the report (atomically)")
+    report.add_argument("--case-id", help="case identifier shown on every page")
+    report.add_argument("--methods", nargs="+", metavar="NAME")
+    _audit_options(report)
+    report.add_argument("--p12", metavar="FILE", help="PKCS#12 signing key and certificate")
+    report.add_argument("--key", metavar="PEM", help="PEM private key (with --cert)")
+    report.add_argument("--cert", metavar="PEM", help="PEM certificate, optionally followed by its chain")
+    report.add_argument("--key-encrypted", action="store_true", help="the PEM key needs a passphrase")
+    report.add_argument("--passphrase-env", default=PASSPHRASE_ENV, metavar="VAR",
+                        help=f"environment variable holding the passphrase (default {PASSPHRASE_ENV}; else a prompt)")
+    report.add_argument("--tsa", metavar="URL", help="RFC 3161 time-stamp authority (PAdES-B-T)")
+    report.set_defaults(run=_report)
+
+    verify = commands.add_parser("verify", help="verify a signed report: signature, manifest, models, numbers")
+    verify.add_argument("report", help="the signed PDF")
+    verify.add_argument("--trust", nargs="+", metavar="CERT", help="trusted certificate(s), e.g. the auditor's")
+    verify.add_argument("--models", nargs=2, metavar=("A", "B"), help="re-hash these copies of the audited models")
+    verify.add_argument("--recompute", action="store_true", help="re-run the audit and compare every number")
+    verify.add_argument("--baseline", metavar="DIR", help="baseline folder, if not where the manifest says")
+    verify.set_defaults(run=_verify)
+
+    demo = commands.add_parser("demo", help="audit a bundled zoo pair and write a signed demo report")
+    demo.add_argument("--out", default="reports/demo.pdf", metavar="PDF", help="report path (default reports/demo.pdf)")
+    demo.set_defaults(run=_demo)
 
     keys = commands.add_parser("keygen", help="make a self-signed auditor signing certificate (PKCS#12 + PEM)")
     keys.add_argument("--name", required=True, help="the auditor's name (certificate common name)")
@@ -98,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
     except AuditError as exc:

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import json
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +23,7 @@ from audit.atomic import write_atomic
 from audit.auditor import Audit
 from audit.checkpoint import open_checkpoint
 from audit.compare import canonical
+from audit.errors import InputError
 from audit.inspection import summarize
 from audit.report import plots
 from audit.report.render import MANIFEST_NAME, html_to_pdf, render_html
@@ -233,3 +235,10 @@ def write_report(
     pdf = render_report(manifest, manifest_bytes)
     signed = sign_pdf(pdf, key, reason=f"Model provenance audit, case {case_id}", timestamp_url=timestamp_url)
     return write_atomic(out, signed)
+
+
+def check_case_id(case_id: str) -> str:
+    """Case ids appear in page headers: letters, digits and a few separators only."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._/:-]{0,79}", case_id):
+        raise InputError(f"case id '{case_id}' must be 1-80 letters, digits, spaces or . _ / : -")
+    return case_id

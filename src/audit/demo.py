@@ -1,0 +1,57 @@
+"""`audit demo`: the whole pipeline on a bundled pair, end to end, with a demo key.
+
+It audits a derived pair of the bundled reference zoo against the shipped
+baseline population (the zoo's independent models), signs with an ephemeral
+key whose certificate says it is a demo key, and writes the report and that
+certificate, so the printed `audit verify` command can be run as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from audit.accuracy import load_zoo
+from audit.atomic import write_atomic
+from audit.auditor import run_audit
+from audit.errors import InputError
+from audit.report.build import write_report
+from audit.resources import resource_dir
+from audit.signature import demo_key
+
+DEMO_DERIVATION = "fine-tune"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    pair: tuple[str, str]
+    baseline: str
+    verdict: str
+    report: Path
+    certificate: Path
+
+
+def demo_pair(zoo_root: Path) -> tuple[Path, Path]:
+    """The zoo's first parent/child pair derived by fine-tuning (a realistic, non-trivial case)."""
+    zoo = load_zoo(zoo_root)
+    for pair in zoo.pairs:
+        if pair.label == "derived" and pair.derivation == DEMO_DERIVATION:
+            return zoo.model_path(pair.a), zoo.model_path(pair.b)
+    raise InputError(f"{zoo_root}: no '{DEMO_DERIVATION}' pair in pairs.json")
+
+
+def run_demo(out: str | Path = "reports/demo.pdf") -> DemoResult:
+    try:
+        zoo_root, baseline = resource_dir("zoo"), resource_dir("baselines") / "zoo"
+    except FileNotFoundError as exc:
+        raise InputError(f"the bundled zoo or baseline is missing ({exc})") from None
+    a, b = demo_pair(zoo_root)
+    relative = [p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p for p in (a, b)]
+    key = demo_key()
+    audit = run_audit(relative[0], relative[1], baseline)
+    out = Path(out)
+    certificate = write_atomic(out.with_name(out.stem + "-cert.pem"), key.certificate_pem)
+    command = f"audit demo --out {out}"
+    verify = f"audit verify {out} --trust {certificate} --recompute"
+    report = write_report(audit, key, out, f"DEMO {a.name} vs {b.name}", command, verify)
+    return DemoResult((str(relative[0]), str(relative[1])), audit.baseline.name, audit.verdict.headline, report, certificate)
