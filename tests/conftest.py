@@ -27,3 +27,22 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """Seven independent random models in a population, a noisy copy of the first, and a stranger."""
+    from audit.baselines import Population
+    from audit.synth import Dims, make_checkpoint
+
+    dims = Dims(layers=4, hidden=32, mlp=64, heads=4, vocab=40)
+    root = tmp_path_factory.mktemp("world")
+    paths = [make_checkpoint(root / f"m{i}", "llama", dims, seed=100 + i).path for i in range(WORLD_MEMBERS)]
+    population = Population.open_or_create(root / "population", "synthetic", seed=3)
+    population.add(paths, workers=1, source="audit.synth", licence="CC0", notes="independent random inits")
+    suspect = make_checkpoint(root / "suspect", "llama", dims, seed=100, perturb=(7, 0.3)).path  # m0 + noise
+    stranger = make_checkpoint(root / "stranger", "llama", dims, seed=999).path
+    return root, paths, suspect, stranger
+
+
+WORLD_MEMBERS = 7

@@ -10,21 +10,8 @@ from audit.auditor import run_audit
 from audit.baselines import Population
 from audit.errors import InputError
 from audit.evidence import DERIVED, NOT_REJECTED
-from audit.synth import Dims, make_checkpoint
 
-DIMS = Dims(layers=4, hidden=32, mlp=64, heads=4, vocab=40)
-MEMBERS = 7
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    paths = [make_checkpoint(root / f"m{i}", "llama", DIMS, seed=100 + i).path for i in range(MEMBERS)]
-    population = Population.open_or_create(root / "population", "synthetic", seed=3)
-    population.add(paths, workers=1, source="audit.synth", licence="CC0", notes="independent random inits")
-    suspect = make_checkpoint(root / "suspect", "llama", DIMS, seed=100, perturb=(7, 0.3)).path  # m0 + noise
-    stranger = make_checkpoint(root / "stranger", "llama", DIMS, seed=999).path
-    return root, paths, suspect, stranger
+from conftest import WORLD_MEMBERS as MEMBERS
 
 
 def test_population_folder_holds_small_fingerprints_and_metadata(world):

@@ -1,0 +1,123 @@
+"""The signed PDF audit end to end: render, sign, verify, tamper, fail cleanly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from audit.report.render import MANIFEST_NAME, format_pvalue
+
+
+@pytest.fixture(scope="module")
+def signed(world, tmp_path_factory, run_cli_module):
+    root, paths, suspect, _ = world
+    keys = tmp_path_factory.mktemp("keys")
+    code, _, err = run_cli_module({"AUDIT_PASSPHRASE": "s3cret"}, "keygen", "--name", "Test Auditor", "--org", "Lab", "--out", keys)
+    assert code == 0, err
+    out = keys / "case.pdf"
+    code, stdout, err = run_cli_module({"AUDIT_PASSPHRASE": "s3cret"}, "report", paths[0], suspect, "--baseline",
+                                       root / "population", "--out", out, "--p12", keys / "test-auditor.p12",
+                                       "--case-id", "CASE-7")
+    assert code == 0, err
+    assert "Evidence against independent training" in stdout
+    return out, keys / "test-auditor.cert.pem", paths[0], suspect
+
+
+@pytest.fixture(scope="module")
+def run_cli_module():
+    """Run the CLI in a subprocess with extra environment (module-scoped fixtures cannot use capsys)."""
+    import os
+    import sys
+
+    def run(env: dict, *argv):
+        done = subprocess.run([sys.executable, "-m", "audit.cli", *map(str, argv)], capture_output=True, text=True,
+                              env={**os.environ, **env})
+        return done.returncode, done.stdout, done.stderr
+
+    return run
+
+
+def test_report_is_pdfa3b_with_manifest_and_a_valid_signature(signed):
+    pdf, cert, _, _ = signed
+    assert "audit-manifest.json" in subprocess.run(["pdfdetach", "-list", str(pdf)], capture_output=True, text=True).stdout
+    meta = subprocess.run(["pdfinfo", "-meta", str(pdf)], capture_output=True, text=True).stdout
+    assert 'pdfaid:part="3" pdfaid:conformance="B"' in meta
+    sig = subprocess.run(["pdfsig", str(pdf)], capture_output=True, text=True).stdout
+    assert "Signature is Valid." in sig and "Total document signed" in sig
+    fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True).stdout.splitlines()[2:]
+    assert fonts and all(" yes " in line for line in fonts)  # every font embedded
+
+
+def test_verify_passes_with_rehash_and_recompute(signed, run_cli_module):
+    pdf, cert, a, b = signed
+    code, out, err = run_cli_module({}, "verify", pdf, "--trust", cert, "--models", a, b, "--recompute")
+    assert code == 0, out + err
+    assert out.count("ok ") == 7 and "every number matches the manifest" in out
+
+
+def test_manifest_holds_the_verdict_and_hashes(signed, tmp_path):
+    pdf, _, _, _ = signed
+    subprocess.run(["pdfdetach", "-save", "1", "-o", str(tmp_path / "m.json"), str(pdf)], check=True)
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert manifest["case"]["id"] == "CASE-7"
+    assert manifest["auditor"]["common_name"] == "Test Auditor" and manifest["auditor"]["self_signed"]
+    assert manifest["audit"]["verdict"]["label"] == "derived"
+    assert set(manifest["audit"]["models"][0]["files"]) == {"model.safetensors", "config.json"}
+
+
+def test_flipped_byte_fails_verification(signed, tmp_path, run_cli_module):
+    pdf, cert, _, _ = signed
+    data = bytearray(pdf.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    tampered = tmp_path / "tampered.pdf"
+    tampered.write_bytes(bytes(data))
+    code, out, _ = run_cli_module({}, "verify", tampered, "--trust", cert)
+    assert code == 1 and "FAIL" in out and "NOT verified" in out
+
+
+def test_appended_revision_fails_verification(signed, tmp_path, run_cli_module):
+    from io import BytesIO
+
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+    pdf, cert, _, _ = signed
+    writer = IncrementalPdfFileWriter(BytesIO(pdf.read_bytes()))
+    writer.add_object(generic.TextStringObject("appended after signing"))
+    buffer = BytesIO()
+    writer.write(buffer)
+    appended = tmp_path / "appended.pdf"
+    appended.write_bytes(buffer.getvalue())
+    code, out, _ = run_cli_module({}, "verify", appended, "--trust", cert)
+    assert code == 1 and "FAIL coverage" in out
+
+
+def test_changed_model_fails_rehash(signed, tmp_path, run_cli_module):
+    import shutil
+
+    pdf, cert, a, b = signed
+    copy = tmp_path / "b"
+    shutil.copytree(b, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["note"] = "edited"
+    (copy / "config.json").write_text(json.dumps(config))
+    code, out, _ = run_cli_module({}, "verify", pdf, "--trust", cert, "--models", a, copy)
+    assert code == 1 and "FAIL model B" in out and "config.json" in out
+
+
+def test_wrong_passphrase_leaves_no_file(world, tmp_path, run_cli_module):
+    root, paths, suspect, _ = world
+    code, _, _ = run_cli_module({"AUDIT_PASSPHRASE": "pw"}, "keygen", "--name", "X", "--org", "Y", "--out", tmp_path)
+    assert code == 0
+    out = tmp_path / "never.pdf"
+    code, stdout, err = run_cli_module({"AUDIT_PASSPHRASE": "wrong"}, "report", paths[0], suspect, "--baseline",
+                                       root / "population", "--out", out, "--p12", tmp_path / "x.p12")
+    assert code == 2 and err.count("\n") == 1 and "wrong passphrase" in err
+    assert not out.exists() and list(tmp_path.glob("*.tmp")) == []
+
+
+@pytest.mark.parametrize("log10_p,text", [(-0.5, "0.316"), (-7.0, "1.00e-07"), (-420.3, "5.01e-421")])
+def test_pvalue_formatting(log10_p, text):
+    assert format_pvalue(log10_p) == text
