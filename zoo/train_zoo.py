@@ -525,6 +525,10 @@ class Zoo:
         else:
             raise ValueError(kind)
 
+        if kind in FUNCTION_PRESERVING:
+            # the transformation itself, before the child is rounded to float16 for saving
+            dparams["max_logit_diff_before_fp16_rounding"] = max_logit_diff(
+                parent, model, self.func_batch)
         fp16_roundtrip(model)
         held = self.heldout_losses(model)
         # held-out loss on the shard it was last trained on (the parent's shard for narrow
