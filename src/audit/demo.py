@@ -19,7 +19,7 @@ from audit.report.build import write_report
 from audit.resources import resource_dir
 from audit.signature import demo_key
 
-DEMO_DERIVATION = "fine-tune"
+DEMO_DERIVATION = "narrow-finetune"
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,20 @@ def demo_pair(zoo_root: Path) -> tuple[Path, Path]:
     raise InputError(f"{zoo_root}: no '{DEMO_DERIVATION}' pair in pairs.json")
 
 
+def _shorter(path: Path) -> Path:
+    """Relative to the working directory when inside it, so the manifest's paths work on the verifier's clone."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
 def run_demo(out: str | Path = "reports/demo.pdf") -> DemoResult:
     try:
         zoo_root, baseline = resource_dir("zoo"), resource_dir("baselines") / "zoo"
     except FileNotFoundError as exc:
         raise InputError(f"the bundled zoo or baseline is missing ({exc})") from None
     a, b = demo_pair(zoo_root)
-    relative = [p.relative_to(Path.cwd()) if p.is_relative_to(Path.cwd()) else p for p in (a, b)]
+    relative = [_shorter(p) for p in (a, b, baseline)]
     key = demo_key()
-    audit = run_audit(relative[0], relative[1], baseline)
+    audit = run_audit(relative[0], relative[1], relative[2])
     out = Path(out)
     certificate = write_atomic(out.with_name(out.stem + "-cert.pem"), key.certificate_pem)
     command = f"audit demo --out {out}"
