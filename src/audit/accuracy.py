@@ -128,9 +128,20 @@ def markdown_table(rows: list[AccuracyRow]) -> str:
               "| FPR@a=.01 | FPR@a=.05 | KS p (indep.) |")
     lines = [header, "|" + "---|" * 12]
     for r in rows:
-        cells = [r.method, r.group, str(r.n_derived), str(r.n_independent), str(r.not_applicable)]
+        cells = [r.method, r.group.replace("|", "/"), str(r.n_derived), str(r.n_independent), str(r.not_applicable)]
         cells += [f"{v:.3f}" if not math.isnan(v) else "–" for v in
                   (r.auc, r.tpr_at_fpr_1, r.tpr_at_fpr_5, r.tpr_at_alpha_01, r.fpr_at_alpha_01, r.fpr_at_alpha_05)]
         cells.append(f"{r.ks_pvalue:.2g}" if not math.isnan(r.ks_pvalue) else "–")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pivot_table(rows: list[AccuracyRow], field: str, methods: list[str]) -> str:
+    """Derivation types down, methods across: one metric (e.g. ``auc``) at a glance."""
+    groups = list(dict.fromkeys(r.group for r in rows))
+    value = {(r.method, r.group): getattr(r, field) for r in rows}
+    lines = ["| derivation | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for group in groups:
+        cells = [value.get((m, group), math.nan) for m in methods]
+        lines.append(f"| {group.replace('|', '/')} | " + " | ".join("–" if math.isnan(c) else f"{c:.2f}" for c in cells) + " |")
     return "\n".join(lines)

@@ -168,6 +168,11 @@ def run_audit(
         if params:
             raise InputError("method parameters cannot be changed with a baseline: its fingerprints use the defaults")
     comparison = compare_models(path_a, path_b, methods, 0 if seed is None else seed, params)
+    return assess(comparison, base, alpha)
+
+
+def assess(comparison: Comparison, base: Population | None, alpha: float = DEFAULT_ALPHA) -> Audit:
+    """Weigh a finished comparison against the population (if any) and decide."""
     excluded = set()
     if base is not None:
         excluded = {name for m in comparison.models if (name := base.member_with(m.sha256))}

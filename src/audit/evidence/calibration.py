@@ -41,12 +41,15 @@ class Calibration:
 def leave_pair_models_out(values: np.ndarray, pairs: list[tuple[str, str]]) -> np.ndarray:
     """Each pair's empirical p-value against the pairs disjoint from it."""
     values = np.asarray(values, dtype=np.float64)
-    out = np.empty(values.size)
-    for i, (a, b) in enumerate(pairs):
-        disjoint = np.array([a not in pair and b not in pair for pair in pairs])
-        null = values[disjoint]
-        out[i] = (1 + np.count_nonzero(null >= values[i])) / (1 + null.size) if null.size else 1.0
-    return out
+    models = sorted({m for pair in pairs for m in pair})
+    index = {m: i for i, m in enumerate(models)}
+    member = np.zeros((len(pairs), len(models)), dtype=np.int64)
+    for row, (a, b) in enumerate(pairs):
+        member[row, index[a]] = member[row, index[b]] = 1
+    disjoint = (member @ member.T) == 0
+    at_least = values[None, :] >= values[:, None]
+    null_sizes = disjoint.sum(axis=1)
+    return np.where(null_sizes > 0, (1 + (disjoint & at_least).sum(axis=1)) / (1 + null_sizes), 1.0)
 
 
 def calibrate(pvalues: np.ndarray, alpha: float, min_attainable: float | None = None) -> Calibration:

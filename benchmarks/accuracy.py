@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Accuracy of every method and of the verdict on a labelled zoo.
+
+    .venv/bin/python benchmarks/accuracy.py zoo --baseline baselines/zoo [--out FILE.md] [--write-power]
+
+For every labelled pair (pairs.json) it runs the full audit: each method's
+within-pair test, its empirical p against the baseline population (the
+zoo's independent models; a pair's own members are left out of its null),
+the calibration screen and the verdict.  It prints, per method and per
+derivation type, the AUC, the TPR at FPR <= 1% and 5%, the false-positive
+rates at alpha 0.01 and 0.05 on independent pairs and a KS test of the
+independent pairs' p-values, for three scores per method (within-pair p,
+population p, and the p that counts in the verdict), then the same for the
+combined verdict, the verdict without embedding-based methods (body only),
+and each method's leave-models-out calibration on the population.  Without
+--baseline, a population is built from the zoo's independent models.
+``--write-power`` stores each method's TPR at alpha in the baseline folder,
+where the verdict quotes it.  Works on any folder with labels.json,
+pairs.json and models/NAME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from audit import assign_roles, open_checkpoint
+from audit.accuracy import accuracy_rows, load_zoo, markdown_table, pivot_table
+from audit.atomic import write_atomic
+from audit.auditor import assess
+from audit.baselines import Population
+from audit.compare import Comparison, ModelInfo, run_method
+from audit.evidence import decide
+from audit.methods import REGISTRY, Model, get_method
+
+EMBEDDING_METHODS = ("robust-match",)  # read embedding rows: reported separately (DESIGN, pitfalls)
+
+
+def _population(zoo, baseline: Path | None, workdir: Path) -> Population:
+    if baseline is not None:
+        return Population.open(baseline)
+    roots = sorted(name for name, label in zoo.labels.items() if not label.get("parent"))
+    population = Population.open_or_create(workdir / "population", f"{zoo.root.name}-independent")
+    population.add([zoo.model_path(n) for n in roots], roots)
+    return population
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("zoo", type=Path)
+    parser.add_argument("--baseline", type=Path)
+    parser.add_argument("--out", type=Path, help="also write the markdown here")
+    parser.add_argument("--write-power", action="store_true", help="store TPR at alpha in the baseline folder")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    zoo = load_zoo(args.zoo)
+    with tempfile.TemporaryDirectory() as workdir:
+        population = _population(zoo, args.baseline, Path(workdir))
+        seed = population.seed
+        names = sorted({n for p in zoo.pairs for n in (p.a, p.b)})
+        checkpoints = {n: open_checkpoint(zoo.model_path(n)) for n in names}
+        models, infos = {}, {}
+        for name, checkpoint in checkpoints.items():
+            roles = assign_roles(checkpoint)
+            models[name] = Model(roles, checkpoint.vocab)
+            infos[name] = (str(zoo.model_path(name)), checkpoint.file_hashes(), roles.family, roles.depth)
+        methods = [get_method(name) for name in REGISTRY]
+        cache: dict = {}
+        scores: dict[str, list[float | None]] = {}
+        verdicts = {0.01: [], 0.05: []}
+        for pair in zoo.pairs:
+            outcomes = tuple(run_method(m, [(pair.a, models[pair.a]), (pair.b, models[pair.b])], seed, cache) for m in methods)
+            comparison = Comparison((ModelInfo("A", *infos[pair.a]), ModelInfo("B", *infos[pair.b])), seed, outcomes)
+            for alpha in verdicts:
+                audit = assess(comparison, population, alpha)
+                verdicts[alpha].append(audit)
+            audit = verdicts[0.01][-1]
+            for evidence in audit.evidence:
+                name = evidence.outcome.method.name
+                result = evidence.outcome.result
+                scores.setdefault(name, []).append(result.log10_pvalue if result else None)
+                scores.setdefault(f"{name} [population]", []).append(evidence.population.log10_pvalue if evidence.population else None)
+                scores.setdefault(f"{name} [counted]", []).append(evidence.vote.log10_pvalue)
+            scores.setdefault("verdict: combined", []).append(audit.verdict.log10_pvalue)
+            body = decide([e.vote for e in audit.evidence if e.outcome.method.name not in EMBEDDING_METHODS], 0.01)
+            scores.setdefault("verdict: body only", []).append(body.log10_pvalue)
+        for checkpoint in checkpoints.values():
+            checkpoint.close()
+        labels = [pair.label for pair in zoo.pairs]
+        lines = [f"## Accuracy on `{args.zoo}`", "",
+                 f"{len(zoo.pairs)} pairs ({labels.count('derived')} derived, {labels.count('independent')} independent); "
+                 f"baseline `{population.name}` ({len(population.members)} models, seed {seed}); "
+                 f"{time.perf_counter() - started:.0f} s.", "",
+                 "Scores are -log10 p. `[population]`: empirical p against the baseline (a pair's own members left "
+                 "out); `[counted]`: the p-value the verdict uses (none when the method does not count for the pair).",
+                 ""]
+        rows = accuracy_rows(scores, zoo.pairs)
+        counted = [f"{m} [counted]" for m in REGISTRY] + ["verdict: combined", "verdict: body only"]
+        lines += ["### All derived pairs against all independent pairs", "",
+                  markdown_table([r for r in rows if r.group == "all"]), "",
+                  "### AUC by derivation (the p-value that counts)", "", pivot_table(rows, "auc", counted), "",
+                  "### TPR at alpha = 0.01 by derivation (the p-value that counts)", "",
+                  pivot_table(rows, "tpr_at_alpha_01", counted), "",
+                  "<details><summary>Every score by derivation</summary>", "", markdown_table(rows), "", "</details>", ""]
+        lines += ["### Verdict labels", "",
+                 "| alpha | independent pairs called derived | derived pairs called derived | inconclusive (indep. / derived) |",
+                 "|---|---|---|---|"]
+        for alpha, audits in verdicts.items():
+            label = [a.verdict.label for a in audits]
+            indep = [l for l, p in zip(label, zoo.pairs) if p.label == "independent"]
+            derived = [l for l, p in zip(label, zoo.pairs) if p.label == "derived"]
+            lines.append(f"| {alpha} | {indep.count('derived')}/{len(indep)} | {derived.count('derived')}/{len(derived)} | "
+                         f"{indep.count('inconclusive')} / {derived.count('inconclusive')} |")
+        lines += ["", "### Per derived pair (verdict at alpha 0.01)", "", "| pair | derivation | verdict | combined p | counting methods |", "|---|---|---|---|---|"]
+        for pair, audit in zip(zoo.pairs, verdicts[0.01]):
+            if pair.label == "derived":
+                v = audit.verdict
+                lines.append(f"| {pair.a} ~ {pair.b} | {(pair.derivation or '').replace('|', '/')} | {v.label} | "
+                             f"{'-' if v.log10_pvalue is None else f'10^{v.log10_pvalue:.1f}'} | {', '.join(v.deciding)} |")
+        lines += ["", "### Leave-models-out calibration on the baseline (alpha 0.01)", "",
+                  "| method | pairs | scheme | false positives | KS p (two-sided) | KS p (p too small) | calibrated |", "|---|---|---|---|---|---|---|"]
+        from audit.auditor import _calibration  # the same screen the verdict applies
+        for method in methods:
+            table = population.pair_table(method.name)
+            if not table.statistics.size:
+                continue
+            calibration, scheme = _calibration(method.exact, table, 0.01, len({m for p in table.pairs for m in p}))
+            lines.append(f"| {method.name} | {calibration.n} | {'within-pair' if method.exact else 'leave-models-out'} | "
+                         f"{calibration.false_positives} | {calibration.ks_pvalue:.3g} | {calibration.ks_smaller_pvalue:.3g} | "
+                         f"{'yes' if calibration.calibrated else 'NO: ' + calibration.reason} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        write_atomic(args.out, text.encode())
+    if args.write_power:
+        rates = {}
+        derived = [i for i, p in enumerate(zoo.pairs) if p.label == "derived"]
+        for method in REGISTRY:
+            column = scores[f"{method} [counted]"]
+            rates[method] = {f"{alpha:g}": float(np.mean([column[i] is not None and column[i] <= math.log10(alpha) for i in derived]))
+                             for alpha in (0.01, 0.05)}
+        power = {"zoo": str(args.zoo), "derived_pairs": len(derived), "tpr_at_alpha": rates}
+        write_atomic(population.root / "power.json", (json.dumps(power, indent=1, sort_keys=True) + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
