@@ -19,7 +19,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,12 @@ def drop_cache(paths: list[Path]) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+
+
+def peak_rss_bytes() -> int:
+    """VmHWM: this process's own peak (ru_maxrss would carry the parent's across exec)."""
+    with open("/proc/self/status") as handle:
+        return int(next(line for line in handle if line.startswith("VmHWM:")).split()[1]) * 1024
 
 
 def storage_read_bytes() -> int:
@@ -98,7 +103,7 @@ def _extract_child(path: str, method: str, seed: int, queue) -> None:
         fingerprint = get_method(method).extract(Model(assign_roles(checkpoint), checkpoint.vocab), seed)
     seconds = time.perf_counter() - start
     queue.put({"seconds": seconds, "storage_bytes": storage_read_bytes() - before,
-               "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "fingerprint_bytes": fingerprint.nbytes})
+               "peak_rss": peak_rss_bytes(), "fingerprint_bytes": fingerprint.nbytes})
 
 
 def extract_in_child(path: Path, method: str, seed: int) -> dict:

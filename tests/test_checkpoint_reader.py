@@ -148,3 +148,16 @@ def test_header_length_that_starts_like_a_pickle_is_still_safetensors(tmp_path):
     assert path.read_bytes()[:2] == b"\x80\x03"
     with open_checkpoint(path) as ck:
         assert ck.tensor("w").raw()[0] == 1.5
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2])
+@pytest.mark.parametrize("centre,spread", [(0.0, 0.02), (1.0, 0.1), (3.0, 0.01), (1e30, 1e29)])
+def test_narrow_dtype_moments_match_float64(dtype, centre, spread):
+    rng = np.random.default_rng(11)
+    values = (centre + spread * rng.standard_normal(200_000)).astype(dtype)
+    reference = values.astype(np.float64)
+    if not np.all(np.isfinite(reference)):
+        pytest.skip("outside this dtype's range")
+    moments = Moments.of(values)
+    assert moments.mean == pytest.approx(reference.mean(), rel=1e-9, abs=1e-12)
+    assert moments.std() == pytest.approx(reference.std(), rel=1e-6, abs=1e-12)

@@ -170,6 +170,7 @@ def make_checkpoint(
     shard_bytes: int | None = None,
     keep_reference: bool = True,
     perturb: tuple[int, float] | None = None,
+    tokenizer: bool = False,
 ) -> Built:
     """Write a random checkpoint of ``family`` to directory ``path``.
 
@@ -177,6 +178,7 @@ def make_checkpoint(
     caps each file (as real releases do); only one shard is in memory at a
     time.  ``perturb=(seed, relative)`` adds independent noise of that
     relative size to every value: a cheap stand-in for a fine-tuned copy.
+    ``tokenizer`` writes a ``tokenizer.json`` naming the ``dims.vocab`` tokens.
     """
     spec = BUILTINS[family]
     directory = Path(path)
@@ -204,6 +206,9 @@ def make_checkpoint(
         (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     if config:
         (directory / "config.json").write_text(json.dumps(_config(spec, dims), indent=2))
+    if tokenizer:
+        vocab = {f"tok{i}": i for i in range(dims.vocab)}
+        (directory / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordLevel", "vocab": vocab}}))
     return built
 
 

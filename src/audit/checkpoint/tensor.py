@@ -70,10 +70,28 @@ class Moments:
 
     @classmethod
     def of(cls, block: np.ndarray) -> Moments:
+        """Moments of one block, accumulated in float64 whatever the block's dtype.
+
+        Blocks of 16-bit (or narrower) floats take a fast exact path: widening
+        to float32 is exact and so is the square of an 8- or 11-bit mantissa,
+        so sum and sum of squares are float64 sums of exact terms; with at
+        most 11 significant bits per value, ``sumsq - sum^2/n`` loses nothing
+        that matters.  Wider blocks use the two-pass form in float64.  NaN/Inf
+        surface as a non-finite sum; the caller's check names the tensor.
+        """
         if block.size == 0:
             return cls()
-        mean = float(block.mean(dtype=np.float64))
-        return cls(block.size, mean, float(np.square(block - mean, dtype=np.float64).sum()))
+        if block.dtype.itemsize <= 2 and block.dtype.kind in "fV":  # f16, bf16, f8
+            narrow = np.asarray(block, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow falls back to the wide path
+                total = float(np.sum(narrow, dtype=np.float64))
+                squares = float(np.sum(np.square(narrow), dtype=np.float64))
+            if math.isfinite(squares):
+                mean = total / block.size
+                return cls(block.size, mean, max(squares - total * mean, 0.0))
+        wide = np.asarray(block, dtype=np.float64)  # wider dtypes, or float32 squares overflowed / NaN / Inf
+        mean = float(wide.mean(dtype=np.float64))
+        return cls(block.size, mean, float(np.square(wide - mean).sum(dtype=np.float64)))
 
     def merge(self, other: Moments) -> Moments:
         """Chan et al.'s pairwise update: stable for any block sizes."""
@@ -168,8 +186,8 @@ class TensorView:
             for block_start in range(start, stop, step):
                 yield block_start, min(stop, block_start + step)
 
-    def blocks(self, dtype: type = np.float64, max_elements: int = BLOCK_ELEMENTS) -> Iterator[np.ndarray]:
-        """Consecutive canonical row blocks, widened to ``dtype``."""
+    def blocks(self, dtype: type | None = np.float64, max_elements: int = BLOCK_ELEMENTS) -> Iterator[np.ndarray]:
+        """Consecutive canonical row blocks (copies), widened to ``dtype`` (None: the stored dtype)."""
         if not self._base_shape:
             yield np.array(self.source.raw(), dtype=dtype).reshape(())
             return
@@ -226,12 +244,13 @@ class TensorView:
         return np.asarray(values, dtype=dtype)
 
     def moments(self, check_finite: bool = True) -> Moments:
-        """Streaming float64 moments of every element; raises on NaN/Inf."""
+        """Streaming moments of every element, accumulated in float64; raises on NaN/Inf."""
         total = Moments()
-        for block in self.blocks(np.float64):
-            if check_finite:
-                require_finite(block, self.name)
-            total = total.merge(Moments.of(block))
+        for block in self.blocks(None):
+            part = Moments.of(block)
+            if check_finite and not (math.isfinite(part.mean) and math.isfinite(part.m2)):
+                require_finite(np.asarray(block, dtype=np.float64), self.name)
+            total = total.merge(part)
         return total
 
     def check_finite(self) -> None:
