@@ -2,6 +2,6 @@
 
 from audit.checkpoint.checkpoint import Checkpoint, InputFile, open_checkpoint
 from audit.checkpoint.dtypes import DTYPES
-from audit.checkpoint.tensor import Moments, StoredTensor, TensorView
+from audit.checkpoint.tensor import Moments, StoredTensor, TensorView, moments_of
 
-__all__ = ["DTYPES", "Checkpoint", "InputFile", "Moments", "StoredTensor", "TensorView", "open_checkpoint"]
+__all__ = ["DTYPES", "Checkpoint", "InputFile", "Moments", "StoredTensor", "TensorView", "moments_of", "open_checkpoint"]

@@ -13,6 +13,8 @@ grow with the tensor.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -200,6 +202,16 @@ class TensorView:
         if self.transposed:
             self.source.file.release(self.source.entry)
 
+    def _mapped_blocks(self, max_elements: int = BLOCK_ELEMENTS) -> Iterator[np.ndarray]:
+        """Like :meth:`blocks` in the stored dtype, but zero-copy views of the map (for reductions)."""
+        if not self._base_shape or self.transposed:
+            yield from self.blocks(None, max_elements)
+            return
+        row_bytes = math.prod(self._base_shape[1:]) * numpy_dtype(self.source.dtype).itemsize
+        for start, stop in self._segments(max_elements):
+            yield self._base_rows(start, stop)
+            self.source.file.release(self.source.entry, start * row_bytes, stop * row_bytes)
+
     def read(self, dtype: type = np.float64) -> np.ndarray:
         """The whole view as one array (only for tensors a method must hold)."""
         parts = list(self.blocks(dtype))
@@ -246,7 +258,7 @@ class TensorView:
     def moments(self, check_finite: bool = True) -> Moments:
         """Streaming moments of every element, accumulated in float64; raises on NaN/Inf."""
         total = Moments()
-        for block in self.blocks(None):
+        for block in self._mapped_blocks():
             part = Moments.of(block)
             if check_finite and not (math.isfinite(part.mean) and math.isfinite(part.m2)):
                 require_finite(np.asarray(block, dtype=np.float64), self.name)
@@ -272,3 +284,12 @@ def _runs(indices: np.ndarray) -> Iterator[tuple[int, int]]:
     breaks = np.flatnonzero(np.diff(indices) != 1) + 1
     for chunk in np.split(indices, breaks):
         yield int(chunk[0]), int(chunk[-1]) + 1
+
+
+def moments_of(views: list[TensorView], workers: int | None = None) -> list[Moments]:
+    """:meth:`TensorView.moments` of many tensors on a thread pool (numpy releases the GIL)."""
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(views) <= 1:
+        return [view.moments() for view in views]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(TensorView.moments, views))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audit.checkpoint import moments_of
 from audit.methods.base import Fingerprint, Inapplicable, Model
 from audit.methods.common import DEFAULT_RESAMPLES, Pairing, PermutationMethod, unit_vectors
 from audit.roles import ATTENTION
@@ -73,7 +74,8 @@ class AttnStd(PermutationMethod):
         return None
 
     def extract(self, model: Model, seed: int) -> Fingerprint:
-        stds = np.array([[view.moments().std(ddof=1) for view in model.roles.views(p)] for p in ATTENTION])
+        views = [view for p in ATTENTION for view in model.roles.views(p)]
+        stds = np.array([m.std(ddof=1) for m in moments_of(views)]).reshape(len(ATTENTION), -1)
         return self.make(None, {"projections": list(ATTENTION), "depth": model.roles.depth, "ddof": 1},
                          {"std": stds})
 
