@@ -7,7 +7,8 @@ import json
 import pytest
 from methods_support import build, derive, finetune
 
-from audit.compare import compare_models, format_pvalue
+from audit.compare import compare_models
+from audit.stats import format_pvalue
 from audit.methods import REGISTRY
 from audit.synth import Dims, make_checkpoint
 

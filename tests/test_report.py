@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from audit.report.render import MANIFEST_NAME, format_pvalue
+from audit.stats import format_pvalue
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +118,6 @@ def test_wrong_passphrase_leaves_no_file(world, tmp_path, run_cli_module):
     assert not out.exists() and list(tmp_path.glob("*.tmp")) == []
 
 
-@pytest.mark.parametrize("log10_p,text", [(-0.5, "0.316"), (-7.0, "1.00e-07"), (-420.3, "5.01e-421")])
+@pytest.mark.parametrize("log10_p,text", [(-0.5, "0.3162"), (-7.0, "1.00e-7"), (-420.3, "5.01e-421")])
 def test_pvalue_formatting(log10_p, text):
     assert format_pvalue(log10_p) == text

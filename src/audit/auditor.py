@@ -16,9 +16,10 @@ import numpy as np
 
 from audit.atomic import write_atomic
 from audit.baselines import Population
-from audit.compare import Comparison, MethodOutcome, canonical, compare_models, format_pvalue, format_table
+from audit.compare import Comparison, MethodOutcome, canonical, compare_models, format_table
 from audit.errors import InputError
 from audit.methods import get_method
+from audit.stats import format_pvalue
 from audit.evidence import (
     Calibration,
     PopulationTest,

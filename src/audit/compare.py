@@ -25,7 +25,7 @@ from audit.atomic import write_atomic
 from audit.checkpoint import open_checkpoint
 from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
 from audit.roles import assign_roles
-from audit.stats import TestResult, derive_seed
+from audit.stats import TestResult, derive_seed, format_pvalue
 
 SIGNIFICANT_DIGITS = 12
 
@@ -73,6 +73,7 @@ class MethodOutcome:
             "exact": method.exact,
             "calibrated": method.calibrated,
             "caveat": method.caveat,
+            "reference": method.reference,
             "measures": method.measures,
             "survives": method.survives,
             "parameters": dataclasses.asdict(method),
@@ -180,17 +181,6 @@ def run_method(
         return MethodOutcome(method, method.test(*prints, derive_seed(seed, "test", method.name)), None, sizes)
     except Inapplicable as exc:
         return MethodOutcome(method, None, str(exc))
-
-
-def format_pvalue(log10_p: float) -> str:
-    """A p-value from its log10, readable far below float64's range (e.g. 3.2e-4512)."""
-    if log10_p >= -4:
-        return f"{10 ** log10_p:.4g}"
-    exponent = math.floor(log10_p)
-    mantissa = 10 ** (log10_p - exponent)
-    if mantissa >= 9.995:
-        mantissa, exponent = 1.0, exponent + 1
-    return f"{mantissa:.2f}e{exponent}"
 
 
 def format_table(comparison: Comparison) -> str:

@@ -13,7 +13,8 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-LN10 = math.log(10.0)
+from audit.stats import LN10
+
 
 
 def holm_log10(log10_p: np.ndarray) -> np.ndarray:

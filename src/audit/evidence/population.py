@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.diagnostic import lilliefors
 
-from audit.evidence.combine import LN10
+from audit.stats import LN10
 
 MIN_PAIRS_FOR_TAIL = 8
 _R_CLIP = 1.0 - 1e-15  # Fisher z of |r| = 1 is infinite

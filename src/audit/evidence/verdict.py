@@ -20,6 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from audit.evidence.combine import cauchy_combination, holm_log10
+from audit.stats import format_pvalue
 
 DERIVED = "derived"
 NOT_REJECTED = "not-rejected"
@@ -80,13 +81,13 @@ def decide(votes: list[Vote], alpha: float, power: Mapping[str, float] | None = 
     threshold = math.log10(alpha)
     if combined <= threshold:
         strongest = min(holm, key=holm.get)
-        return Verdict(DERIVED, f"combined p = 10^{combined:.1f} <= alpha = {alpha:g} over {len(counting)} method(s); "
-                                f"strongest: {strongest} (Holm-adjusted p = 10^{holm[strongest]:.1f})",
+        return Verdict(DERIVED, f"combined p = {format_pvalue(combined)} <= alpha = {alpha:g} over {len(counting)} "
+                                f"method(s); strongest: {strongest} (Holm-adjusted p = {format_pvalue(holm[strongest])})",
                        alpha, combined, combination, names, holm, power)
     floors = [v.min_log10_pvalue for v in counting]
     if all(f is not None and f > threshold for f in floors):
         return Verdict(INCONCLUSIVE, f"no counting method can reach alpha = {alpha:g} (smallest attainable p-values "
                                      f"{', '.join(f'{10 ** f:.3g}' for f in floors)}): the population is too small",
                        alpha, combined, combination, names, holm, power)
-    return Verdict(NOT_REJECTED, f"combined p = {10 ** combined:.3g} > alpha = {alpha:g} over {len(counting)} method(s); "
+    return Verdict(NOT_REJECTED, f"combined p = {format_pvalue(combined)} > alpha = {alpha:g} over {len(counting)} method(s); "
                                  "this is not proof of independence", alpha, combined, combination, names, holm, power)

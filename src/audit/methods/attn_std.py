@@ -55,6 +55,7 @@ class AttnStd(PermutationMethod):
     n_resamples: int = DEFAULT_RESAMPLES
 
     name = "attn-std"
+    reference = 'the 2025 "intrinsic fingerprint" claim (per-layer std of attention weights; withdrawn), reproduced exactly'
     measures = ("Pearson r between two models' per-layer std profiles of q, k, v, o (z-scored across layers), "
                 "mean of the four")
     survives = "fine-tuning; defeated by function-preserving rescaling (q*c, k/c per layer, v*c, o/c)"
@@ -107,6 +108,7 @@ class AttnStd(PermutationMethod):
 @dataclass(frozen=True)
 class AttnStdDetrended(AttnStd):
     name = "attn-std-detrended"
+    reference = 'this project: attn-std with the shared depth trend removed (see DESIGN.md, method 2)'
     measures = ("attn-std with each z-scored profile's polynomial depth trend removed "
                 "(degree up to 2, leaving at least 2 degrees of freedom) before correlating")
     survives = "fine-tuning; defeated by function-preserving rescaling, like attn-std"

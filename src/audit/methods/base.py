@@ -134,6 +134,7 @@ class Method(ABC):
     exact: ClassVar[bool]  # the within-pair null is exact under H0 (given the stated assumptions)
     calibrated: ClassVar[bool] = True  # False: reported, but must not count as evidence yet
     caveat: ClassVar[str | None] = None
+    reference: ClassVar[str] = ""  # where the method comes from, for the report
     fingerprint_name: ClassVar[str | None] = None  # share another method's fingerprint
     fingerprint_version: ClassVar[int] = 1
 

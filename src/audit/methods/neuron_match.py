@@ -40,6 +40,7 @@ class NeuronMatch(LayerMatchingMethod):
     budget: int = 4 << 20
 
     name = "neuron-match"
+    reference = 'Zhu, Ahmed, Kuditipudi, Liang, "Independence Tests for Language Models", ICML 2025 (the constrained test on MLP up-projection rows)'
     measures = ("per layer, Spearman rho between the optimal matching of MLP hidden units (cosine of up-projection "
                 "rows) and the identity; Fisher over layers")
     survives = "fine-tuning, rescaling; defeated by permuting hidden units or the residual basis"

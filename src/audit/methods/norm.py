@@ -37,6 +37,7 @@ class Norm(PermutationMethod):
     n_resamples: int = DEFAULT_RESAMPLES
 
     name = "norm"
+    reference = 'this project (DESIGN.md, method 3): mean-centred norm gains with an exact coordinate-permutation test'
     measures = "Pearson r of mean-centred norm gain vectors, averaged over the norms both models have"
     survives = ("fine-tuning, any rescaling of the attention/MLP weights; defeated by a permutation of the "
                 "residual basis")

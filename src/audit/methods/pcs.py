@@ -69,6 +69,7 @@ class Pcs(PermutationMethod):
     n_resamples: int = DEFAULT_RESAMPLES
 
     name = "pcs"
+    reference = 'parameter cosine similarity as in Zhu, Ahmed, Kuditipudi, Liang, "Independence Tests for Language Models", ICML 2025, on seeded sampled positions'
     measures = "mean cosine similarity of same-shaped attention and MLP matrices on seeded sampled positions"
     survives = ("fine-tuning, rescaling of any matrix (cosine is scale-free); hidden-unit permutations defeat the "
                 "MLP part only; a residual-basis permutation defeats it")

@@ -14,6 +14,7 @@ import jinja2
 import weasyprint
 
 from audit.resources import resource_dir
+from audit.stats import format_pvalue
 
 MANIFEST_NAME = "audit-manifest.json"
 
@@ -27,20 +28,12 @@ def environment(templates: Path | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["svg_uri"] = lambda svg: "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
-    env.filters["pformat"] = format_pvalue
+    env.filters["pformat"] = _pformat
     return env
 
 
-def format_pvalue(log10_p: float | None) -> str:
-    """A p-value for people: plain decimals when readable, powers of ten when tiny."""
-    if log10_p is None:
-        return "–"
-    if log10_p >= -3:
-        return f"{10 ** log10_p:.3f}"
-    if log10_p >= -300:
-        return f"{10 ** log10_p:.2e}"
-    exponent = int(log10_p // 1)
-    return f"{10 ** (log10_p - exponent):.2f}e{exponent}"
+def _pformat(log10_p: float | None) -> str:
+    return "–" if log10_p is None else format_pvalue(log10_p)
 
 
 def render_html(template: str, context: dict, templates: Path | None = None) -> str:

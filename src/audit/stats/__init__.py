@@ -1,7 +1,15 @@
 """Shared statistics: result objects, log-space p-values, permutation tests, seeded streams."""
 
 from audit.stats.permutation import hoeffding_moments, linear_permutation_test
-from audit.stats.pvalues import LN10, bonferroni_min_log10, fisher_log10, log10_factorial, log_t_sf, spearman_log10
+from audit.stats.pvalues import (
+    LN10,
+    bonferroni_min_log10,
+    fisher_log10,
+    format_pvalue,
+    log10_factorial,
+    log_t_sf,
+    spearman_log10,
+)
 from audit.stats.results import EXACT, MONTE_CARLO, PARAMETRIC, Null, Tail, TestResult
 from audit.stats.seeding import derive_seed, generator, hash_rank, seeded_subset
 
@@ -16,6 +24,7 @@ __all__ = [
     "bonferroni_min_log10",
     "derive_seed",
     "fisher_log10",
+    "format_pvalue",
     "generator",
     "hash_rank",
     "hoeffding_moments",

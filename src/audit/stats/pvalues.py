@@ -78,3 +78,14 @@ def bonferroni_min_log10(log10_p: np.ndarray) -> float:
     """log10 of min(1, m * min p): the smallest of m p-values, corrected for having picked it."""
     log10_p = np.asarray(log10_p, dtype=np.float64)
     return min(0.0, float(log10_p.min()) + math.log10(log10_p.size))
+
+
+def format_pvalue(log10_p: float) -> str:
+    """A p-value from its log10, readable far below float64's range (e.g. 3.2e-4512)."""
+    if log10_p >= -4:
+        return f"{10 ** log10_p:.4g}"
+    exponent = math.floor(log10_p)
+    mantissa = 10 ** (log10_p - exponent)
+    if mantissa >= 9.995:
+        mantissa, exponent = 1.0, exponent + 1
+    return f"{mantissa:.2f}e{exponent}"
