@@ -41,6 +41,15 @@ def residual_width(roles: RoleMap) -> int:
     raise Inapplicable("cannot tell the residual width: no attention projection and no embedding")
 
 
+def shape_mismatch(a: Fingerprint, b: Fingerprint, pairing: str) -> str | None:
+    """Why fingerprints of different residual width or depth cannot be paired layer by layer."""
+    if a.meta["width"] != b.meta["width"]:
+        return f"hidden sizes differ ({a.meta['width']} vs {b.meta['width']})"
+    if a.meta["depth"] != b.meta["depth"]:
+        return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); {pairing}"
+    return None
+
+
 def evenly_spaced(depth: int, count: int) -> list[int]:
     """``count`` layer indices spread evenly over ``depth`` (all when count >= depth)."""
     if count >= depth:

@@ -28,7 +28,7 @@ import numpy as np
 
 from audit.checkpoint.tensor import require_finite
 from audit.methods.base import Fingerprint, Model
-from audit.methods.common import F32_BYTES, layer_budget, mlp_blocks, residual_width, sample_block
+from audit.methods.common import F32_BYTES, layer_budget, mlp_blocks, residual_width, sample_block, shape_mismatch
 from audit.methods.matching import BlockEvidence, LayerMatchingMethod, match_rows
 from audit.stats import seeded_subset, spearman_log10
 
@@ -73,12 +73,8 @@ class NeuronMatch(LayerMatchingMethod):
         return self.make(seed, {"width": width, "depth": model.roles.depth, "blocks": blocks_meta}, arrays)
 
     def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
-        if reason := super().mismatch(a, b):
+        if reason := super().mismatch(a, b) or shape_mismatch(a, b, "layers are matched by index"):
             return reason
-        if a.meta["width"] != b.meta["width"]:
-            return f"hidden sizes differ ({a.meta['width']} vs {b.meta['width']})"
-        if a.meta["depth"] != b.meta["depth"]:
-            return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); layers are matched by index"
         return None if self._pairs(a, b) else "no layer has MLP blocks of equal width in both models"
 
     @staticmethod

@@ -24,7 +24,7 @@ import numpy as np
 
 from audit.checkpoint.tensor import require_finite
 from audit.methods.base import Fingerprint, Inapplicable, Model
-from audit.methods.common import DEFAULT_RESAMPLES, Pairing, PermutationMethod, residual_width, unit_vectors
+from audit.methods.common import DEFAULT_RESAMPLES, Pairing, PermutationMethod, residual_width, shape_mismatch, unit_vectors
 from audit.stats import seeded_subset
 
 LAYER_NORMS = ("norm.attn", "norm.mlp")
@@ -69,12 +69,8 @@ class Norm(PermutationMethod):
                          {"coords": coords, "gains": np.array(rows, dtype=np.float32)})
 
     def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
-        if reason := super().mismatch(a, b):
+        if reason := super().mismatch(a, b) or shape_mismatch(a, b, "norms are compared layer by layer"):
             return reason
-        if a.meta["width"] != b.meta["width"]:
-            return f"hidden sizes differ ({a.meta['width']} vs {b.meta['width']})"
-        if a.meta["depth"] != b.meta["depth"]:
-            return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); norms are compared layer by layer"
         if not set(a.meta["labels"]) & set(b.meta["labels"]):
             return "the models share no norm role"
         return None

@@ -38,6 +38,7 @@ from audit.methods.common import (
     mlp_blocks,
     residual_width,
     sample_block,
+    shape_mismatch,
 )
 from audit.stats import seeded_subset
 
@@ -101,12 +102,8 @@ class Pcs(PermutationMethod):
         return self.make(seed, {"labels": labels, "shapes": shapes, "width": width, "depth": model.roles.depth}, arrays)
 
     def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
-        if reason := super().mismatch(a, b):
+        if reason := super().mismatch(a, b) or shape_mismatch(a, b, "matrices are paired layer by layer"):
             return reason
-        if a.meta["width"] != b.meta["width"]:
-            return f"hidden sizes differ ({a.meta['width']} vs {b.meta['width']})"
-        if a.meta["depth"] != b.meta["depth"]:
-            return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); matrices are paired layer by layer"
         if not self.shared(a, b):
             return "no attention or MLP matrix has the same label and shape in both models"
         return None

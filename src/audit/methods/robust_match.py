@@ -38,7 +38,7 @@ from scipy.optimize import linear_sum_assignment
 from audit.checkpoint import TensorView
 from audit.checkpoint.tensor import require_finite
 from audit.methods.base import Fingerprint, Model
-from audit.methods.common import F32_BYTES, layer_budget, mlp_blocks, residual_width, sample_block
+from audit.methods.common import F32_BYTES, layer_budget, mlp_blocks, residual_width, sample_block, shape_mismatch
 from audit.methods.matching import BlockEvidence, LayerMatchingMethod, match_rows
 from audit.stats import hash_rank, spearman_log10
 
@@ -114,12 +114,8 @@ class RobustMatch(LayerMatchingMethod):
                          arrays)
 
     def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
-        if reason := super().mismatch(a, b):
+        if reason := super().mismatch(a, b) or shape_mismatch(a, b, "layers are matched by index"):
             return reason
-        if a.meta["width"] != b.meta["width"]:
-            return f"hidden sizes differ ({a.meta['width']} vs {b.meta['width']})"
-        if a.meta["depth"] != b.meta["depth"]:
-            return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); layers are matched by index"
         shared = len(set(a.meta["tokens"]) & set(b.meta["tokens"]))
         if shared < MIN_SHARED_TOKENS:
             return f"only {shared} sampled tokens are shared (at least {MIN_SHARED_TOKENS} needed to align the bases)"
