@@ -68,3 +68,35 @@ def test_audit_json_is_byte_identical_and_seed_must_match(world):
     assert first == run_audit(paths[2], suspect, root / "population").to_json()
     with pytest.raises(InputError, match="seed 3"):
         run_audit(paths[2], suspect, root / "population", seed=4)
+
+
+def test_evaluate_a_reported_number(world, run_cli):
+    root, _, _, _ = world
+    population = Population.open(root / "population")
+    null = population.pair_table("attn-std").statistics
+    code, out, err = run_cli("evaluate", "--method", "attn-std", "--statistic", "1.0", "--baseline", root / "population",
+                             "--depth", "4", "48")
+    assert code == 0, err
+    assert f"empirical p = {1 / (null.size + 1):.4g} (0 pair(s) at least as similar" in out
+    assert "depth(s) [48] lie outside" in out
+    code, _, err = run_cli("evaluate", "--method", "nope", "--statistic", "0.5", "--baseline", root / "population")
+    assert code == 2 and "unknown method" in err
+
+
+def test_scan_ranks_the_true_parent_first(world, run_cli):
+    root, paths, suspect, stranger = world
+    code, out, err = run_cli("scan", suspect, stranger, paths[0], paths[3], "--baseline", root / "population")
+    assert code == 0, err
+    ranked = [line.split()[1] for line in out.splitlines()[1:4]]
+    assert ranked[0] == str(paths[0])
+    assert "derived (BH <= alpha)" in out.splitlines()[1]
+
+
+def test_baseline_cli_list_and_matrix(world, run_cli):
+    root, _, _, _ = world
+    code, out, _ = run_cli("baseline", "list", root / "population")
+    assert code == 0 and out.count("llama") == MEMBERS
+    code, out, _ = run_cli("baseline", "matrix", root / "population", "--methods", "pcs")
+    assert code == 0 and f"pcs: {MEMBERS * (MEMBERS - 1) // 2} comparable pair(s)" in out
+    code, _, err = run_cli("baseline", "list", root / "nowhere")
+    assert code == 2 and "not a baseline population" in err

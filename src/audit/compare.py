@@ -24,6 +24,7 @@ from audit import __version__
 from audit.atomic import write_atomic
 from audit.checkpoint import open_checkpoint
 from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
+from audit.parallel import progress
 from audit.roles import assign_roles
 from audit.stats import TestResult, derive_seed, format_pvalue
 
@@ -151,8 +152,13 @@ def compare_models(
             models.append(Model(roles, checkpoint.vocab))
             infos.append(ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth))
         cache: dict[tuple, Fingerprint] = {}
-        outcomes = tuple(run_method(method, [("A", models[0]), ("B", models[1])], seed, cache) for method in chosen)
-    return Comparison((infos[0], infos[1]), seed, outcomes)
+        outcomes = []
+        with progress(len(chosen), "methods") as bar:
+            for method in chosen:
+                bar.set_postfix_str(method.name)
+                outcomes.append(run_method(method, [("A", models[0]), ("B", models[1])], seed, cache))
+                bar.update()
+    return Comparison((infos[0], infos[1]), seed, tuple(outcomes))
 
 
 def run_method(
