@@ -171,8 +171,9 @@ def _limitations(manifest: Mapping[str, Any]) -> list[str]:
         floors = sorted({m["population"]["min_pvalue"] for m in doc["methods"] if m.get("population")})
         if floors:
             items.append(f"The population nulls rest on {doc['baseline']['size']} models; their empirical p-values cannot "
-                         f"be smaller than {floors[0]:.3g}. Pairs of baseline models share models, so they are not "
-                         "independent draws; calibration leaves both models of each pair out.")
+                         f"be smaller than {floors[0]:.3g} at best ({floors[-1]:.3g} for the method with the fewest "
+                         "comparable pairs; each section states its own). Pairs of baseline models share models, so "
+                         "they are not independent draws; calibration leaves both models of each pair out.")
         for m in doc["methods"]:
             note = (m.get("population") or {}).get("comparability", {}).get("note")
             if note and note != "same depth range":
