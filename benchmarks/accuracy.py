@@ -37,10 +37,7 @@ from audit.atomic import write_atomic
 from audit.auditor import assess
 from audit.baselines import Population
 from audit.compare import Comparison, ModelInfo, run_method
-from audit.evidence import decide
 from audit.methods import REGISTRY, Model, get_method
-
-EMBEDDING_METHODS = ("robust-match",)  # read embedding rows: reported separately (DESIGN, pitfalls)
 
 
 def _population(zoo, baseline: Path | None, workdir: Path) -> Population:
@@ -89,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 scores.setdefault(f"{name} [population]", []).append(evidence.population.log10_pvalue if evidence.population else None)
                 scores.setdefault(f"{name} [counted]", []).append(evidence.vote.log10_pvalue)
             scores.setdefault("verdict: combined", []).append(audit.verdict.log10_pvalue)
-            body = decide([e.vote for e in audit.evidence if e.outcome.method.name not in EMBEDDING_METHODS], 0.01)
-            scores.setdefault("verdict: body only", []).append(body.log10_pvalue)
+            scores.setdefault("verdict: body only", []).append(audit.body_verdict.log10_pvalue)
         for checkpoint in checkpoints.values():
             checkpoint.close()
         labels = [pair.label for pair in zoo.pairs]

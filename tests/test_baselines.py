@@ -44,6 +44,8 @@ def test_member_suspect_is_left_out_of_its_own_null_and_derivation_is_found(worl
     audit = run_audit(paths[0], suspect, root / "population", alpha=0.01)
     doc = audit.to_dict()
     assert doc["verdict"]["label"] == DERIVED
+    assert doc["verdict"]["body_only"]["label"] == DERIVED
+    assert "robust-match" in doc["verdict"]["deciding"] and "robust-match" not in doc["verdict"]["body_only"]["deciding"]
     assert doc["baseline"]["size"] == MEMBERS
     by_name = {m["name"]: m for m in doc["methods"]}
     remaining = (MEMBERS - 1) * (MEMBERS - 2) // 2  # pairs without m0

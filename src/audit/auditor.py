@@ -81,6 +81,7 @@ class Audit:
     baseline: Population | None
     evidence: tuple[MethodEvidence, ...]
     verdict: Verdict
+    body_verdict: Verdict  # the same decision without methods that read embeddings
 
     def to_dict(self) -> dict:
         doc = self.comparison.to_dict()
@@ -96,8 +97,11 @@ class Audit:
         verdict = self.verdict
         doc["alpha"] = verdict.alpha
         doc["combined"] = {"pvalue": verdict.pvalue, "log10_pvalue": verdict.log10_pvalue, "method": verdict.combination}
+        body = self.body_verdict
         doc["verdict"] = {"label": verdict.label, "headline": verdict.headline, "reason": verdict.reason,
-                          "deciding": list(verdict.deciding), "power": dict(verdict.power)}
+                          "deciding": list(verdict.deciding), "power": dict(verdict.power),
+                          "body_only": {"label": body.label, "log10_pvalue": body.log10_pvalue,
+                                        "deciding": list(body.deciding), "reason": body.reason}}
         return doc
 
     def to_json(self) -> str:
@@ -123,7 +127,8 @@ def _vote(outcome: MethodOutcome, population: PopulationTest | None, calibration
     if calibration is not None and not calibration.calibrated:
         return Vote(method.name, False, None, None, f"miscalibrated on the baseline population: {calibration.reason}")
     if method.exact and method.calibrated:
-        checked = "calibration checked on the baseline population" if calibration else "no baseline: calibration not checked"
+        checked = ("calibration checked on the baseline population" if calibration
+                   else "calibration not checked (no baseline, or no comparable baseline pairs)")
         return Vote(method.name, True, result.log10_pvalue, EXACT_SOURCE, f"exact under H0; {checked}",
                     result.null.min_log10_pvalue)
     if population is None:
@@ -190,7 +195,8 @@ def assess(comparison: Comparison, base: Population | None, alpha: float = DEFAU
                                        _vote(outcome, population, calibration)))
     power = _power(base, alpha)
     verdict = decide([e.vote for e in evidence], alpha, power)
-    return Audit(comparison, base, tuple(evidence), verdict)
+    body = decide([e.vote for e in evidence if not e.outcome.method.reads_embeddings], alpha, power)
+    return Audit(comparison, base, tuple(evidence), verdict, body)
 
 
 def _power(base: Population | None, alpha: float) -> dict[str, float]:

@@ -60,6 +60,7 @@ class RobustMatch(LayerMatchingMethod):
     budget: int = 8 << 20
 
     name = "robust-match"
+    reads_embeddings = True
     reference = 'after Zhu et al., ICML 2025 (the robust test: matchings from gate and up rows must agree), with residual alignment through shared-token embeddings'
     measures = ("after aligning B's residual basis to A's through shared-token embeddings, per layer the Spearman "
                 "rho between the hidden-unit matchings found from gate rows and from up rows; Fisher over layers")
