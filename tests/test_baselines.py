@@ -21,7 +21,7 @@ def test_population_folder_holds_small_fingerprints_and_metadata(world):
     member = population.members["m0"]
     assert member.source == "audit.synth" and member.licence == "CC0"
     assert member.architecture["depth"] == 4 and member.architecture["hidden"] == 32
-    assert set(member.files) == {"model.safetensors", "config.json"}
+    assert set(member.files) == {"model.safetensors", "config.json", "tokenizer.json"}
     for kind in member.fingerprints:
         assert (root / "population" / "models" / "m0" / f"{kind}.npz").stat().st_size < 200_000
     pairs = json.loads((root / "population" / "pairs.json").read_text())

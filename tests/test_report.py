@@ -64,7 +64,7 @@ def test_manifest_holds_the_verdict_and_hashes(signed, tmp_path):
     assert manifest["case"]["id"] == "CASE-7"
     assert manifest["auditor"]["common_name"] == "Test Auditor" and manifest["auditor"]["self_signed"]
     assert manifest["audit"]["verdict"]["label"] == "derived"
-    assert set(manifest["audit"]["models"][0]["files"]) == {"model.safetensors", "config.json"}
+    assert set(manifest["audit"]["models"][0]["files"]) == {"model.safetensors", "config.json", "tokenizer.json"}
 
 
 def test_flipped_byte_fails_verification(signed, tmp_path, run_cli_module):
