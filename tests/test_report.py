@@ -121,3 +121,19 @@ def test_wrong_passphrase_leaves_no_file(world, tmp_path, run_cli_module):
 @pytest.mark.parametrize("log10_p,text", [(-0.5, "0.3162"), (-7.0, "1.00e-7"), (-420.3, "5.01e-421")])
 def test_pvalue_formatting(log10_p, text):
     assert format_pvalue(log10_p) == text
+
+
+def test_report_without_baseline_counts_exact_tests_only(world, tmp_path, run_cli_module):
+    root, paths, suspect, _ = world
+    env = {"AUDIT_PASSPHRASE": "pw"}
+    assert run_cli_module(env, "keygen", "--name", "Solo", "--org", "Lab", "--out", tmp_path)[0] == 0
+    out = tmp_path / "solo.pdf"
+    code, stdout, err = run_cli_module(env, "report", paths[0], suspect, "--out", out, "--p12", tmp_path / "solo.p12")
+    assert code == 0, err
+    code, text, _ = run_cli_module({}, "verify", out, "--trust", tmp_path / "solo.cert.pem", "--recompute")
+    assert code == 0, text
+    subprocess.run(["pdfdetach", "-save", "1", "-o", str(tmp_path / "m.json"), str(out)], check=True)
+    doc = json.loads((tmp_path / "m.json").read_text())["audit"]
+    assert "baseline" not in doc and doc["verdict"]["label"] == "derived"
+    counted = {m["name"] for m in doc["methods"] if m["vote"]["counts"]}
+    assert counted == {"norm", "pcs", "neuron-match"}  # exact and calibrated; the others need a population
