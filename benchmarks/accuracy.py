@@ -34,7 +34,7 @@ import numpy as np
 from audit import assign_roles, open_checkpoint
 from audit.accuracy import accuracy_rows, load_zoo, markdown_table, pivot_table
 from audit.atomic import write_atomic
-from audit.auditor import assess
+from audit.auditor import assess, population_calibration
 from audit.baselines import Population
 from audit.compare import Comparison, ModelInfo, run_method
 from audit.methods import REGISTRY, Model, get_method
@@ -122,12 +122,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"{'-' if v.log10_pvalue is None else f'10^{v.log10_pvalue:.1f}'} | {', '.join(v.deciding)} |")
         lines += ["", "### Leave-models-out calibration on the baseline (alpha 0.01)", "",
                   "| method | pairs | scheme | false positives | KS p (two-sided) | KS p (p too small) | calibrated |", "|---|---|---|---|---|---|---|"]
-        from audit.auditor import _calibration  # the same screen the verdict applies
         for method in methods:
             table = population.pair_table(method.name)
             if not table.statistics.size:
                 continue
-            calibration, scheme = _calibration(method.exact, table, 0.01, len({m for p in table.pairs for m in p}))
+            calibration, scheme = population_calibration(method.exact, table, 0.01, len({m for p in table.pairs for m in p}))
             lines.append(f"| {method.name} | {calibration.n} | {'within-pair' if method.exact else 'leave-models-out'} | "
                          f"{calibration.false_positives} | {calibration.ks_pvalue:.3g} | {calibration.ks_smaller_pvalue:.3g} | "
                          f"{'yes' if calibration.calibrated else 'NO: ' + calibration.reason} |")

@@ -15,22 +15,22 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from audit.atomic import write_atomic
-from audit.baselines import Population
+from audit.baselines import PairTable, Population
 from audit.compare import Comparison, MethodOutcome, canonical, compare_models, format_table
 from audit.errors import InputError
-from audit.methods import get_method
-from audit.stats import format_pvalue
 from audit.evidence import (
     Calibration,
     PopulationTest,
     Verdict,
-    bh_log10,
     Vote,
+    bh_log10,
     calibrate,
     decide,
     leave_pair_models_out,
     population_test,
 )
+from audit.methods import get_method
+from audit.stats import format_pvalue
 
 DEFAULT_ALPHA = 0.01
 EXACT_SOURCE = "within-pair exact test"
@@ -111,7 +111,9 @@ class Audit:
         return write_atomic(path, self.to_json().encode())
 
 
-def _calibration(method_exact: bool, table, alpha: float, n_models: int) -> tuple[Calibration, str]:
+def population_calibration(method_exact: bool, table: PairTable, alpha: float, n_models: int) -> tuple[Calibration, str]:
+    """The calibration screen of one method on a population: within-pair p-values of its pairs for exact
+    methods, leave-the-pair's-models-out empirical p-values otherwise."""
     if method_exact and table.log10_pvalues is not None:
         return calibrate(np.power(10.0, table.log10_pvalues), alpha), "within-pair p-values of all baseline pairs"
     remaining = max(n_models - 2, 0)
@@ -189,7 +191,7 @@ def assess(comparison: Comparison, base: Population | None, alpha: float = DEFAU
             table = base.pair_table(outcome.method.name).without(excluded)
             if table.statistics.size:
                 population = population_test(outcome.result.statistic, table.statistics, pair_models=list(table.pairs))
-                calibration, scheme = _calibration(outcome.method.exact, table, alpha, population.n_models or 0)
+                calibration, scheme = population_calibration(outcome.method.exact, table, alpha, population.n_models or 0)
                 comparability = _comparability(comparison, base, table.pairs)
         evidence.append(MethodEvidence(outcome, population, calibration, scheme, comparability,
                                        _vote(outcome, population, calibration)))
