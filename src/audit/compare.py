@@ -75,6 +75,7 @@ class MethodOutcome:
             "calibrated": method.calibrated,
             "caveat": method.caveat,
             "reference": method.reference,
+            "explanation": method.explanation,
             "measures": method.measures,
             "survives": method.survives,
             "parameters": dataclasses.asdict(method),

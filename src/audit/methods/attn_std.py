@@ -55,6 +55,13 @@ class AttnStd(PermutationMethod):
     n_resamples: int = DEFAULT_RESAMPLES
 
     name = "attn-std"
+    explanation = (
+        'This is the statistic from the public dispute. For every layer it measures how spread out the '
+        "numbers in the four attention weight matrices are, and asks whether the two models' layer-by-layer "
+        'patterns rise and fall together. Because almost every model of a given design has a similar pattern,'
+        ' a high value is common even between unrelated models; it only means something when compared with '
+        'many independently trained pairs.'
+    )
     reference = 'the 2025 "intrinsic fingerprint" claim (per-layer std of attention weights; withdrawn), reproduced exactly'
     measures = ("Pearson r between two models' per-layer std profiles of q, k, v, o (z-scored across layers), "
                 "mean of the four")
@@ -108,6 +115,11 @@ class AttnStd(PermutationMethod):
 @dataclass(frozen=True)
 class AttnStdDetrended(AttnStd):
     name = "attn-std-detrended"
+    explanation = (
+        'The same layer-by-layer spread, after removing the smooth trend over depth that all models of a '
+        "design share. What is left are each model's own layer-to-layer quirks; a model copied from another "
+        'keeps them, an independently trained one does not.'
+    )
     reference = 'this project: attn-std with the shared depth trend removed (see DESIGN.md, method 2)'
     measures = ("attn-std with each z-scored profile's polynomial depth trend removed "
                 "(degree up to 2, leaving at least 2 degrees of freedom) before correlating")

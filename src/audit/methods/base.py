@@ -135,6 +135,7 @@ class Method(ABC):
     calibrated: ClassVar[bool] = True  # False: reported, but must not count as evidence yet
     caveat: ClassVar[str | None] = None
     reference: ClassVar[str] = ""  # where the method comes from, for the report
+    explanation: ClassVar[str] = ""  # the method in plain words, for readers who are not specialists
     reads_embeddings: ClassVar[bool] = False  # evidence may come from untrained token rows (reported apart)
     fingerprint_name: ClassVar[str | None] = None  # share another method's fingerprint
     fingerprint_version: ClassVar[int] = 1

@@ -40,6 +40,13 @@ class NeuronMatch(LayerMatchingMethod):
     budget: int = 4 << 20
 
     name = "neuron-match"
+    explanation = (
+        'Each layer of the feed-forward network has thousands of hidden units. This method pairs every unit '
+        'of one model with its most similar unit of the other and asks whether the pairing is the identity '
+        '(unit 1 with unit 1, and so on), as it is when one model was trained from the other. For '
+        'independently trained models any pairing is equally likely, which gives an exact p-value. '
+        'Relabelling the units defeats it; robust-match does not have this weakness.'
+    )
     reference = 'Zhu, Ahmed, Kuditipudi, Liang, "Independence Tests for Language Models", ICML 2025 (the constrained test on MLP up-projection rows)'
     measures = ("per layer, Spearman rho between the optimal matching of MLP hidden units (cosine of up-projection "
                 "rows) and the identity; Fisher over layers")

@@ -37,6 +37,12 @@ class Norm(PermutationMethod):
     n_resamples: int = DEFAULT_RESAMPLES
 
     name = "norm"
+    explanation = (
+        'Normalisation layers carry one scaling factor per internal coordinate. Training leaves a '
+        'characteristic pattern in these factors; a derived model inherits it. The test shuffles the '
+        'coordinates of one model many times to see how often chance alone produces as much agreement, which '
+        'gives an exact p-value when the models were initialised independently.'
+    )
     reference = 'this project (DESIGN.md, method 3): mean-centred norm gains with an exact coordinate-permutation test'
     measures = "Pearson r of mean-centred norm gain vectors, averaged over the norms both models have"
     survives = ("fine-tuning, any rescaling of the attention/MLP weights; defeated by a permutation of the "

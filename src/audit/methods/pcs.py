@@ -70,6 +70,12 @@ class Pcs(PermutationMethod):
     n_resamples: int = DEFAULT_RESAMPLES
 
     name = "pcs"
+    explanation = (
+        'Compares the weight matrices of the two models directly, number by number at the same positions (a '
+        'seeded sample of positions, the same for any model). Independently initialised models share no '
+        "structure at fixed positions, so shuffling one model's internal coordinates shows what chance "
+        'agreement looks like; a derived model agrees far more.'
+    )
     reference = 'parameter cosine similarity as in Zhu, Ahmed, Kuditipudi, Liang, "Independence Tests for Language Models", ICML 2025, on seeded sampled positions'
     measures = "mean cosine similarity of same-shaped attention and MLP matrices on seeded sampled positions"
     survives = ("fine-tuning, rescaling of any matrix (cosine is scale-free); hidden-unit permutations defeat the "

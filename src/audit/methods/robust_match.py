@@ -61,6 +61,13 @@ class RobustMatch(LayerMatchingMethod):
 
     name = "robust-match"
     reads_embeddings = True
+    explanation = (
+        "Like neuron-match, but immune to relabelling: it first lines up the two models' internal coordinates"
+        ' through the words they both know, then pairs hidden units twice, from two different weight '
+        'matrices, and checks whether the two pairings agree. A derived model, however shuffled, gives the '
+        'same pairing both times. Its chance behaviour is not known exactly, so it only counts as evidence '
+        'through a baseline population.'
+    )
     reference = 'after Zhu et al., ICML 2025 (the robust test: matchings from gate and up rows must agree), with residual alignment through shared-token embeddings'
     measures = ("after aligning B's residual basis to A's through shared-token embeddings, per layer the Spearman "
                 "rho between the hidden-unit matchings found from gate rows and from up rows; Fisher over layers")

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 _STYLE = {
@@ -101,6 +102,7 @@ def null_histogram(
         ax.plot(grid, density * null.size * width, color="black", lw=0.9, ls="--", label="fitted tail (model-based)")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("pairs")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="best", fontsize=7, frameon=False)
     return _svg(fig)
 
