@@ -83,6 +83,8 @@ def test_evaluate_a_reported_number(world, run_cli):
     assert "depth(s) [48] lie outside" in out
     code, _, err = run_cli("evaluate", "--method", "nope", "--statistic", "0.5", "--baseline", root / "population")
     assert code == 2 and "unknown method" in err
+    code, _, err = run_cli("evaluate", "--method", "attn-std", "--statistic", "1.5", "--baseline", root / "population")
+    assert code == 2 and "outside [-1, 1]" in err
 
 
 def test_scan_ranks_the_true_parent_first(world, run_cli):

@@ -29,7 +29,7 @@ from audit.evidence import (
     leave_pair_models_out,
     population_test,
 )
-from audit.methods import get_method
+from audit.methods import Method, get_method
 from audit.stats import format_pvalue
 
 DEFAULT_ALPHA = 0.01
@@ -190,7 +190,8 @@ def assess(comparison: Comparison, base: Population | None, alpha: float = DEFAU
         if base is not None and outcome.result is not None:
             table = base.pair_table(outcome.method.name).without(excluded)
             if table.statistics.size:
-                population = population_test(outcome.result.statistic, table.statistics, pair_models=list(table.pairs))
+                population = population_test(outcome.result.statistic, table.statistics, pair_models=list(table.pairs),
+                                             transform=_transform(outcome.method))
                 calibration, scheme = population_calibration(outcome.method.exact, table, alpha, population.n_models or 0)
                 comparability = _comparability(comparison, base, table.pairs)
         evidence.append(MethodEvidence(outcome, population, calibration, scheme, comparability,
@@ -199,6 +200,10 @@ def assess(comparison: Comparison, base: Population | None, alpha: float = DEFAU
     verdict = decide([e.vote for e in evidence], alpha, power)
     body = decide([e.vote for e in evidence if not e.outcome.method.reads_embeddings], alpha, power)
     return Audit(comparison, base, tuple(evidence), verdict, body)
+
+
+def _transform(method: Method) -> str:
+    return "fisher-z" if method.correlation else "identity"
 
 
 def _power(base: Population | None, alpha: float) -> dict[str, float]:
@@ -254,11 +259,13 @@ def evaluate_statistic(method: str, statistic: float, baseline: Population | str
                        depths: Sequence[int] = ()) -> Evaluation:
     """Where ``statistic`` falls among the population's pairs for ``method`` (e.g. attn-std 0.927)."""
     base = Population.open(baseline) if isinstance(baseline, (str, Path)) else baseline
-    get_method(method)  # a clear error for unknown names
+    chosen = get_method(method)  # a clear error for unknown names
+    if chosen.correlation and not -1.0 <= statistic <= 1.0:
+        raise InputError(f"{method} is a correlation; {statistic} is outside [-1, 1]")
     table = base.pair_table(method)
     if not table.statistics.size:
         raise InputError(f"baseline '{base.name}' has no comparable pairs for {method}")
-    test = population_test(statistic, table.statistics, pair_models=list(table.pairs))
+    test = population_test(statistic, table.statistics, pair_models=list(table.pairs), transform=_transform(chosen))
     member_depths = tuple(sorted({int(base.members[m].architecture["depth"]) for pair in table.pairs for m in pair}))
     outside = [d for d in depths if not member_depths[0] <= d <= member_depths[-1]]
     if not depths:
