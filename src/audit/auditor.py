@@ -31,6 +31,7 @@ from audit.evidence import (
 )
 from audit.methods import Method, get_method
 from audit.stats import format_pvalue
+from audit.text import columns
 
 DEFAULT_ALPHA = 0.01
 EXACT_SOURCE = "within-pair exact test"
@@ -111,6 +112,10 @@ class Audit:
         return write_atomic(path, self.to_json().encode())
 
 
+def _population(baseline: Population | str | Path | None) -> Population | None:
+    return Population.open(baseline) if isinstance(baseline, (str, Path)) else baseline
+
+
 def population_calibration(method_exact: bool, table: PairTable, alpha: float, n_models: int) -> tuple[Calibration, str]:
     """The calibration screen of one method on a population: within-pair p-values of its pairs for exact
     methods, leave-the-pair's-models-out empirical p-values otherwise."""
@@ -167,7 +172,7 @@ def run_audit(
     """
     if not 0 < alpha < 1:
         raise InputError(f"alpha must lie strictly between 0 and 1, not {alpha}")
-    base = Population.open(baseline) if isinstance(baseline, (str, Path)) else baseline
+    base = _population(baseline)
     if base is not None:
         if seed is not None and seed != base.seed:
             raise InputError(f"baseline '{base.name}' was fingerprinted with seed {base.seed}; use --seed {base.seed} "
@@ -231,9 +236,7 @@ def format_audit(audit: Audit) -> str:
                 ("ok" if cal.calibrated else "MISCALIBRATED") + f" {cal.false_positives}/{cal.n}" if cal else "-",
                 (e.vote.source or "") if e.vote.counts else f"no: {e.vote.reason}",
             ))
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-        for row in [header, *rows]:
-            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        lines += columns(header, rows)
         lines.append("")
     v = audit.verdict
     combined = f"combined p = {format_pvalue(v.log10_pvalue)} ({v.combination})" if v.log10_pvalue is not None else "no combined p"
@@ -258,7 +261,7 @@ class Evaluation:
 def evaluate_statistic(method: str, statistic: float, baseline: Population | str | Path,
                        depths: Sequence[int] = ()) -> Evaluation:
     """Where ``statistic`` falls among the population's pairs for ``method`` (e.g. attn-std 0.927)."""
-    base = Population.open(baseline) if isinstance(baseline, (str, Path)) else baseline
+    base = _population(baseline)
     chosen = get_method(method)  # a clear error for unknown names
     if chosen.correlation and not -1.0 <= statistic <= 1.0:
         raise InputError(f"{method} is a correlation; {statistic} is outside [-1, 1]")
@@ -288,7 +291,7 @@ class ScanRow:
 def scan(suspect: str | Path, candidates: Sequence[str | Path], baseline: Population | str | Path | None = None,
          methods: Sequence[str] | None = None, seed: int | None = None, alpha: float = DEFAULT_ALPHA) -> list[ScanRow]:
     """Audit ``suspect`` against each candidate; rank by combined p, Benjamini-Hochberg across candidates."""
-    base = Population.open(baseline) if isinstance(baseline, (str, Path)) else baseline
+    base = _population(baseline)
     audits = [run_audit(suspect, c, base, methods, seed, alpha) for c in candidates]
     log10 = [a.verdict.log10_pvalue for a in audits]
     known = [i for i, p in enumerate(log10) if p is not None]
@@ -321,7 +324,6 @@ def format_scan(rows: list[ScanRow], alpha: float) -> str:
               format_pvalue(r.bh_log10_pvalue) if r.bh_log10_pvalue is not None else "-",
               r.audit.verdict.label + (" (BH <= alpha)" if r.bh_log10_pvalue is not None and r.bh_log10_pvalue <= math.log10(alpha) else ""))
              for i, r in enumerate(rows)]
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *table]]
+    lines = columns(header, table)
     lines.append(f"Benjamini-Hochberg controls the false discovery rate across the {len(rows)} candidates at alpha {alpha:g}.")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, ge
 from audit.parallel import progress
 from audit.roles import assign_roles
 from audit.stats import TestResult, derive_seed, format_pvalue
+from audit.text import columns
 
 SIGNIFICANT_DIGITS = 12
 
@@ -205,9 +206,7 @@ def format_table(comparison: Comparison) -> str:
         tail = format_pvalue(result.tail.log10_pvalue) if result.tail else "-"
         note = "uncalibrated: not evidence yet" if not method.calibrated else ("exact under H0" if method.exact else "")
         rows.append((method.name, f"{result.statistic:.4f}", format_pvalue(result.log10_pvalue), tail, null, note))
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        lines.append("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    lines += columns(header, rows)
     notes = [f"- {o.method.name}: {line}" for o in comparison.outcomes if o.result and (line := _detail_line(o.result))]
     if notes:
         lines += ["", *notes]

@@ -8,6 +8,7 @@ import numpy as np
 
 from audit.baselines.population import Population
 from audit.methods import REGISTRY
+from audit.text import columns
 
 
 def format_members(population: Population) -> str:
@@ -17,8 +18,7 @@ def format_members(population: Population) -> str:
     rows = [(m.name, str(m.architecture.get("family")), str(m.architecture.get("depth")), str(m.architecture.get("hidden")),
              f"{m.architecture.get('parameters', 0):,}", ",".join(sorted(m.fingerprints)), m.source or "-")
             for m in population.members.values()]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines += columns(header, rows)
     return "\n".join(line for line in lines if line)
 
 
