@@ -96,6 +96,25 @@ def test_scan_ranks_the_true_parent_first(world, run_cli):
     assert "derived (BH <= alpha)" in out.splitlines()[1]
 
 
+def test_scan_fingerprints_the_suspect_once_and_matches_one_audit_per_candidate(world, monkeypatch):
+    from audit.auditor import scan
+    from audit.methods import REGISTRY
+
+    root, paths, suspect, stranger = world
+    candidates = [stranger, paths[0], paths[3]]
+    one_by_one = {str(c): run_audit(suspect, c, root / "population").to_dict() for c in candidates}
+    extracted = []
+    for method in set(REGISTRY.values()):
+        original = method.extract
+        monkeypatch.setattr(method, "extract", lambda self, model, seed, _f=original: extracted.append(model) or _f(self, model, seed))
+    rows = scan(suspect, candidates, root / "population")
+    assert {row.candidate: row.audit.to_dict() for row in rows} == one_by_one
+    kinds = {method().fingerprint_kind for method in REGISTRY.values()}
+    # each fingerprint kind once for the suspect plus once per candidate, at most
+    assert len(extracted) <= len(kinds) * (1 + len(candidates))
+    assert len({id(model) for model in extracted}) == 1 + len(candidates)
+
+
 def test_baseline_cli_list_and_matrix(world, run_cli):
     root, _, _, _ = world
     code, out, _ = run_cli("baseline", "list", root / "population")

@@ -16,7 +16,7 @@ import numpy as np
 
 from audit.atomic import write_atomic
 from audit.baselines import PairTable, Population
-from audit.compare import Comparison, MethodOutcome, canonical, compare_models, format_table
+from audit.compare import Comparison, MethodOutcome, canonical, compare_against, compare_models, format_table
 from audit.errors import InputError
 from audit.evidence import (
     Calibration,
@@ -170,18 +170,22 @@ def run_audit(
     ``params`` overrides method parameters (not with a baseline, whose
     fingerprints were made with the defaults).
     """
+    base = _population(baseline)
+    return assess(compare_models(path_a, path_b, methods, _audit_seed(base, seed, params, alpha), params), base, alpha)
+
+
+def _audit_seed(base: Population | None, seed: int | None, params: Mapping | None, alpha: float) -> int:
+    """The seed an audit must use, after checking its options against the baseline."""
     if not 0 < alpha < 1:
         raise InputError(f"alpha must lie strictly between 0 and 1, not {alpha}")
-    base = _population(baseline)
-    if base is not None:
-        if seed is not None and seed != base.seed:
-            raise InputError(f"baseline '{base.name}' was fingerprinted with seed {base.seed}; use --seed {base.seed} "
-                             "(sampled positions must match) or rebuild the baseline")
-        seed = base.seed
-        if params:
-            raise InputError("method parameters cannot be changed with a baseline: its fingerprints use the defaults")
-    comparison = compare_models(path_a, path_b, methods, 0 if seed is None else seed, params)
-    return assess(comparison, base, alpha)
+    if base is None:
+        return 0 if seed is None else seed
+    if seed is not None and seed != base.seed:
+        raise InputError(f"baseline '{base.name}' was fingerprinted with seed {base.seed}; use --seed {base.seed} "
+                         "(sampled positions must match) or rebuild the baseline")
+    if params:
+        raise InputError("method parameters cannot be changed with a baseline: its fingerprints use the defaults")
+    return base.seed
 
 
 def assess(comparison: Comparison, base: Population | None, alpha: float = DEFAULT_ALPHA) -> Audit:
@@ -290,9 +294,13 @@ class ScanRow:
 
 def scan(suspect: str | Path, candidates: Sequence[str | Path], baseline: Population | str | Path | None = None,
          methods: Sequence[str] | None = None, seed: int | None = None, alpha: float = DEFAULT_ALPHA) -> list[ScanRow]:
-    """Audit ``suspect`` against each candidate; rank by combined p, Benjamini-Hochberg across candidates."""
+    """Audit ``suspect`` against each candidate; rank by combined p, Benjamini-Hochberg across candidates.
+
+    The suspect is opened and fingerprinted once for all candidates.
+    """
     base = _population(baseline)
-    audits = [run_audit(suspect, c, base, methods, seed, alpha) for c in candidates]
+    comparisons = compare_against(suspect, candidates, methods, _audit_seed(base, seed, None, alpha))
+    audits = [assess(comparison, base, alpha) for comparison in comparisons]
     log10 = [a.verdict.log10_pvalue for a in audits]
     known = [i for i, p in enumerate(log10) if p is not None]
     adjusted: dict[int, float] = {}

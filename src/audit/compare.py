@@ -14,15 +14,16 @@ import dataclasses
 import hashlib
 import json
 import math
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from audit import __version__
 from audit.atomic import write_atomic
-from audit.checkpoint import open_checkpoint
+from audit.checkpoint import Checkpoint, open_checkpoint
 from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
 from audit.parallel import progress
 from audit.roles import assign_roles
@@ -146,21 +147,44 @@ def compare_models(
     params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Comparison:
     """Run ``methods`` (default: all) on the pair; ``params`` overrides method parameters by method name."""
+    with closing(compare_against(path_a, [path_b], methods, seed, params)) as comparisons:
+        return next(comparisons)
+
+
+def compare_against(
+    path_a: str | Path,
+    paths_b: Sequence[str | Path],
+    methods: Sequence[str] | None = None,
+    seed: int = 0,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Iterator[Comparison]:
+    """One :func:`compare_models` per model in ``paths_b``, A opened and fingerprinted once.
+
+    Scanning a suspect against many candidates reads the suspect's weights
+    once per fingerprint kind, not once per candidate; each candidate is
+    opened only while it is compared, so memory does not grow with their number.
+    """
     chosen = [get_method(name, **dict((params or {}).get(name, {}))) for name in method_list(methods)]
-    with open_checkpoint(path_a) as checkpoint_a, open_checkpoint(path_b) as checkpoint_b:
-        infos, models = [], []
-        for label, path, checkpoint in (("A", path_a, checkpoint_a), ("B", path_b, checkpoint_b)):
-            roles = assign_roles(checkpoint)
-            models.append(Model(roles, checkpoint.vocab))
-            infos.append(ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth))
-        cache: dict[tuple, Fingerprint] = {}
-        outcomes = []
-        with progress(len(chosen), "methods") as bar:
-            for method in chosen:
-                bar.set_postfix_str(method.name)
-                outcomes.append(run_method(method, [("A", models[0]), ("B", models[1])], seed, cache))
-                bar.update()
-    return Comparison((infos[0], infos[1]), seed, tuple(outcomes))
+    cache: dict[tuple, Fingerprint] = {}
+    with open_checkpoint(path_a) as checkpoint_a:
+        info_a, model_a = _load("A", path_a, checkpoint_a)
+        for path_b in paths_b:
+            with open_checkpoint(path_b) as checkpoint_b:
+                info_b, model_b = _load("B", path_b, checkpoint_b)
+                for slot in [slot for slot in cache if slot[0] == "B"]:
+                    del cache[slot]  # the previous candidate's fingerprints
+                outcomes = []
+                with progress(len(chosen), "methods") as bar:
+                    for method in chosen:
+                        bar.set_postfix_str(method.name)
+                        outcomes.append(run_method(method, [("A", model_a), ("B", model_b)], seed, cache))
+                        bar.update()
+                yield Comparison((info_a, info_b), seed, tuple(outcomes))
+
+
+def _load(label: str, path: str | Path, checkpoint: Checkpoint) -> tuple[ModelInfo, Model]:
+    roles = assign_roles(checkpoint)
+    return ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth), Model(roles, checkpoint.vocab)
 
 
 def run_method(
