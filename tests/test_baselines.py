@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from audit.auditor import run_audit
@@ -123,3 +124,46 @@ def test_baseline_cli_list_and_matrix(world, run_cli):
     assert code == 0 and f"pcs: {MEMBERS * (MEMBERS - 1) // 2} comparable pair(s)" in out
     code, _, err = run_cli("baseline", "list", root / "nowhere")
     assert code == 2 and "not a baseline population" in err
+
+
+def test_outdated_fingerprints_are_refused_until_refreshed(world, tmp_path, monkeypatch, run_cli):
+    import shutil
+
+    from audit.methods.attn_std import AttnStd
+
+    root, paths, suspect, stranger = world
+    shutil.copytree(root / "population", tmp_path / "pop")
+    before = Population.open(tmp_path / "pop").pair_table("attn-std").statistics
+    monkeypatch.setattr(AttnStd, "fingerprint_version", AttnStd.fingerprint_version + 1)  # as after an upgrade
+    population = Population.open(tmp_path / "pop")
+    assert population.outdated() == {f"m{i}": ["attn-std"] for i in range(MEMBERS)}
+    with pytest.raises(InputError, match=r"7 member\(s\) \(m0, m1, m2, \.\.\.\) lack the attn-std fingerprint .*baseline refresh"):
+        population.pair_table("attn-std")
+    assert population.pair_table("norm").statistics.size  # other methods are unaffected
+    code, out, _ = run_cli("baseline", "list", tmp_path / "pop")
+    assert code == 0 and "7 member(s) lack current attn-std fingerprints" in out
+    code, _, err = run_cli("baseline", "refresh", tmp_path / "pop", stranger)
+    assert code == 2 and "match no member" in err
+    code, out, err = run_cli("baseline", "refresh", tmp_path / "pop", *paths, "--workers", "1")
+    assert code == 0, err
+    refreshed = Population.open(tmp_path / "pop")
+    assert refreshed.outdated() == {}
+    assert refreshed.fingerprint("m0", "attn-std").version == AttnStd.fingerprint_version
+    np.testing.assert_array_equal(refreshed.pair_table("attn-std").statistics, before)  # same computation, new label
+    assert json.loads((tmp_path / "pop" / "pairs.json").read_text())["methods"]["attn-std"]["fingerprint_version"] == \
+        AttnStd.fingerprint_version
+
+
+def test_pairs_cache_is_used_only_for_the_members_it_was_made_for(world, tmp_path):
+    import shutil
+
+    root, _, _, _ = world
+    shutil.copytree(root / "population", tmp_path / "pop")
+    cache = tmp_path / "pop" / "pairs.json"
+    data = json.loads(cache.read_text())
+    data["methods"]["norm"]["statistics"] = [0.5] * len(data["methods"]["norm"]["statistics"])
+    cache.write_text(json.dumps(data))
+    assert set(Population.open(tmp_path / "pop").pair_table("norm").statistics) == {0.5}  # the cache is trusted...
+    data["members"] = "0" * 64  # ...only for the membership it records
+    cache.write_text(json.dumps(data))
+    assert 0.5 not in set(Population.open(tmp_path / "pop").pair_table("norm").statistics)

@@ -12,6 +12,7 @@ from safetensors.numpy import save_file
 
 from audit import open_checkpoint
 from audit.checkpoint import Moments, TensorView
+from audit.checkpoint.tensor import NARROW_CHUNK, NARROW_ROW, narrow_sums
 from audit.synth import Dims, make_checkpoint
 
 DTYPE_CASES = {
@@ -162,3 +163,34 @@ def test_narrow_dtype_moments_match_float64(dtype, centre, spread):
     moments = Moments.of(values)
     assert moments.mean == pytest.approx(reference.mean(), rel=1e-9, abs=1e-12)
     assert moments.std() == pytest.approx(reference.std(), rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2])
+@pytest.mark.parametrize("size", [1, 255, 257, NARROW_CHUNK, NARROW_CHUNK + 3, 3 * NARROW_CHUNK - 1])
+def test_narrow_sums_within_their_stated_bound(dtype, size):
+    rng = np.random.default_rng(size)
+    values = (0.001 + 0.02 * rng.standard_normal(size)).astype(dtype)
+    exact = values.astype(np.float64)
+    total, squares = narrow_sums(values)
+    bound = NARROW_ROW * 2.0**-24  # float32 rows of NARROW_ROW terms, float64 across rows
+    assert abs(total - exact.sum()) <= bound * np.abs(exact).sum()
+    assert abs(squares - np.square(exact).sum()) <= bound * np.square(exact).sum()
+    # the bound is the worst case; on weight-like data the error is far smaller
+    assert squares == pytest.approx(np.square(exact).sum(), rel=1e-6)
+
+
+def test_narrow_sums_read_unaligned_memory_and_strided_shapes():
+    rng = np.random.default_rng(3)
+    raw = (0.02 * rng.standard_normal(4001)).astype(ml_dtypes.bfloat16)
+    unaligned = raw[1:]  # 2-byte aligned only, as a tensor after an odd-sized one in a file
+    assert unaligned.ctypes.data % 4 == 2
+    matrix = unaligned.reshape(40, 100)
+    exact = matrix.astype(np.float64)
+    assert narrow_sums(matrix) == pytest.approx((exact.sum(), np.square(exact).sum()), rel=1e-7)
+
+
+def test_narrow_sums_flag_overflow_and_non_finite_values():
+    big = np.array([3e38, 1.0], dtype=ml_dtypes.bfloat16)
+    assert not np.isfinite(narrow_sums(big)[1])  # the square overflows float32: Moments takes the wide path
+    assert Moments.of(big).mean == pytest.approx(big.astype(np.float64).mean())
+    assert np.isnan(narrow_sums(np.array([np.nan, 1.0], dtype=np.float16))[0])

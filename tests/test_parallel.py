@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
-from audit.parallel import run_tasks
-from audit.errors import AuditError
+from audit.parallel import fork_map, in_worker, run_tasks
+from audit.errors import AuditError, NonFiniteError
 
 
 def _moments_of_seed(seed: int) -> tuple[int, float]:
@@ -18,6 +20,47 @@ def test_process_pool_matches_serial_in_order():
     serial = run_tasks(_moments_of_seed, range(6), workers=1)
     pooled = run_tasks(_moments_of_seed, range(6), workers=2)
     assert serial == pooled and [s for s, _ in serial] == list(range(6))
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+def _fork_map_inside(_: int) -> tuple[bool, list[int]]:
+    return in_worker(), sorted(set(fork_map(_pid, range(4), workers=2)))
+
+
+def test_fork_map_runs_in_workers_but_never_nests():
+    assert not in_worker()
+    assert fork_map(_square, range(7), workers=2) == [x * x for x in range(7)]
+    assert os.getpid() not in fork_map(_pid, range(4), workers=2)
+    # inside a run_tasks worker the cores are taken: fork_map stays in that process
+    (flag, pids), = run_tasks(_fork_map_inside, [0, 1], workers=2)[:1]
+    assert flag and len(pids) == 1
+
+
+def test_tensor_moments_on_processes_match_serial_and_report_nan(tmp_path):
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    from audit import open_checkpoint
+    from audit.checkpoint import moments_of
+
+    rng = np.random.default_rng(5)
+    tensors = {f"w{i}": (0.02 * rng.standard_normal((300, 500 + i))).astype(ml_dtypes.bfloat16) for i in range(5)}
+    save_file(tensors, tmp_path / "m.safetensors")
+    with open_checkpoint(tmp_path / "m.safetensors") as ck:
+        views = [ck.tensor(f"w{i}").view() for i in range(5)]
+        assert moments_of(views, workers=2, min_bytes=0) == moments_of(views, workers=1)
+    tensors["w3"][7, 9] = np.nan
+    save_file(tensors, tmp_path / "nan.safetensors")
+    with open_checkpoint(tmp_path / "nan.safetensors") as ck:
+        with pytest.raises(NonFiniteError, match="'w3' contains 1 NaN"):
+            moments_of([ck.tensor(f"w{i}").view() for i in range(5)], workers=2, min_bytes=0)
 
 
 def test_dask_cluster_matches_local_run():

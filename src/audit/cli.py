@@ -14,7 +14,7 @@ from typing import Sequence
 from audit import __version__
 from audit.auditor import DEFAULT_ALPHA, evaluate_statistic, format_audit, format_evaluation, format_scan, run_audit, scan
 from audit.baselines import Population
-from audit.baselines.display import format_matrix, format_members
+from audit.baselines.display import format_matrix, format_members, format_outdated
 from audit.checkpoint import open_checkpoint
 from audit.compare import compare_models, format_table
 from audit.demo import run_demo
@@ -87,9 +87,14 @@ def _baseline(args: argparse.Namespace) -> int:
                                notes=args.notes or "", mapping=args.mapping, scheduler=args.scheduler, workers=args.workers)
         print(f"added {len(added)} model(s) to '{population.name}' ({len(population.members)} in all): "
               + ", ".join(m.name for m in added))
+        print(format_outdated(population), end="")
         return 0
     population = Population.open(args.dir)
-    if args.action == "list":
+    if args.action == "refresh":
+        done = population.refresh(args.models, mapping=args.mapping, scheduler=args.scheduler, workers=args.workers)
+        print(f"fingerprinted {len(done)} member(s) of '{population.name}' again: " + ", ".join(m.name for m in done))
+        print(format_outdated(population), end="")
+    elif args.action == "list":
         print(format_members(population))
     else:
         print(format_matrix(population, _method_names(args.methods)))
@@ -189,9 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--source", help="where the models come from")
     add.add_argument("--licence", help="their licence")
     add.add_argument("--notes", help="why they are independent of each other")
-    add.add_argument("--mapping", metavar="FILE", help="role mapping for architectures not built in")
-    add.add_argument("--workers", type=int, help="local processes (default: all cores)")
-    add.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask distributed cluster")
+    refresh = actions.add_parser("refresh", help="fingerprint members again (after a method's fingerprint changed)")
+    refresh.add_argument("dir", help="population folder")
+    refresh.add_argument("models", nargs="+", help="the members' checkpoints (matched to members by SHA-256)")
+    for sub in (add, refresh):
+        sub.add_argument("--mapping", metavar="FILE", help="role mapping for architectures not built in")
+        sub.add_argument("--workers", type=int, help="local processes (default: all cores)")
+        sub.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask distributed cluster")
     for action, text in (("list", "list the members"), ("matrix", "pairwise similarity per method")):
         sub = actions.add_parser(action, help=text)
         sub.add_argument("dir", help="population folder")

@@ -26,3 +26,7 @@ class NonFiniteError(InputError):
         self.tensor = tensor
         self.count = count
         super().__init__(f"tensor '{tensor}' contains {count} NaN/Inf value(s); refusing to compute statistics on it")
+
+    def __reduce__(self) -> tuple:
+        """Pickle by its fields, so it crosses back from a worker process intact."""
+        return (NonFiniteError, (self.tensor, self.count))

@@ -19,7 +19,17 @@ def format_members(population: Population) -> str:
              f"{m.architecture.get('parameters', 0):,}", ",".join(sorted(m.fingerprints)), m.source or "-")
             for m in population.members.values()]
     lines += columns(header, rows)
-    return "\n".join(line for line in lines if line)
+    return "\n".join(line for line in lines if line) + ("\n" + format_outdated(population)).rstrip("\n")
+
+
+def format_outdated(population: Population) -> str:
+    """What `audit baseline refresh` must redo, or nothing when the population is current."""
+    outdated = population.outdated()
+    if not outdated:
+        return ""
+    kinds = sorted({kind for found in outdated.values() for kind in found})
+    return (f"{len(outdated)} member(s) lack current {', '.join(kinds)} fingerprints (made by another version, or never): "
+            f"run `audit baseline refresh {population.root} MODEL...` with their checkpoints\n")
 
 
 def format_matrix(population: Population, methods: Sequence[str] | None = None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import json
 import re
@@ -39,6 +41,7 @@ class Member:
     files: Mapping[str, str]
     architecture: Mapping[str, Any]
     fingerprints: Mapping[str, str] = field(default_factory=dict)  # kind -> SHA-256 of the stored file
+    inapplicable: Mapping[str, str] = field(default_factory=dict)  # kind -> why no fingerprint could be made
 
     def to_dict(self) -> dict:
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in asdict(self).items()}
@@ -97,6 +100,11 @@ def _fingerprint_model(task: tuple[str, int, tuple[str, ...], str | None]) -> tu
                 reasons[method.fingerprint_kind] = str(exc)
         files = checkpoint.file_hashes()
     return {"summary": summary, "files": files}, prints, reasons
+
+
+def _current_versions() -> dict[str, int]:
+    """Fingerprint kind -> the version this release of the methods computes."""
+    return {method.fingerprint_kind: method.fingerprint_version for method in map(get_method, REGISTRY)}
 
 
 class Population:
@@ -179,19 +187,14 @@ class Population:
         results = run_tasks(_fingerprint_model, tasks, scheduler=scheduler, workers=workers, desc="fingerprinting")
         known = {m.sha256: m.name for m in self.members.values()}
         added = []
-        for name, (info, prints, _reasons) in zip(names, results):
+        for name, (info, prints, reasons) in zip(names, results):
             digest = listing_digest(info["files"])
             if digest in known:
                 raise InputError(f"'{name}' has the same files as member '{known[digest]}'")
             known[digest] = name
-            stored = {}
-            (self.root / "models" / name).mkdir(parents=True, exist_ok=True)
-            for kind, data in sorted(prints.items()):
-                path = write_atomic(self.root / "models" / name / f"{kind}.npz", data)
-                stored[kind] = Fingerprint.from_bytes(data, str(path)).digest()
             summary = info["summary"]
             member = Member(name, source, licence, notes, digest, info["files"],
-                            {k: summary[k] for k in SUMMARY_KEYS}, stored)
+                            {k: summary[k] for k in SUMMARY_KEYS}, self._store(name, prints), reasons)
             self.members[name] = member
             added.append(member)
         self._tables = None
@@ -199,19 +202,96 @@ class Population:
         self.refresh_pairs()
         return added
 
+    def refresh(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        mapping: str | None = None,
+        scheduler: str | None = None,
+        workers: int | None = None,
+    ) -> list[Member]:
+        """Fingerprint members again from their checkpoints (after a method's fingerprint changed).
+
+        Each path must hold exactly the files of a member (checked by SHA-256);
+        its fingerprints of every kind are replaced, its metadata kept.
+        """
+        by_digest = {m.sha256: m for m in self.members.values()}
+        tasks = [(str(p), self.seed, tuple(REGISTRY), mapping) for p in paths]
+        results = run_tasks(_fingerprint_model, tasks, scheduler=scheduler, workers=workers, desc="fingerprinting")
+        refreshed = []
+        for path, (info, prints, reasons) in zip(paths, results):
+            member = by_digest.get(listing_digest(info["files"]))
+            if member is None:
+                raise InputError(f"{path}: its files match no member of population '{self.name}' (a member's checkpoint, "
+                                 "unchanged, is needed to fingerprint it again)")
+            self._prints = {key: fp for key, fp in self._prints.items() if key[0] != member.name}
+            updated = dataclasses.replace(member, fingerprints=self._store(member.name, prints), inapplicable=reasons)
+            self.members[member.name] = updated
+            refreshed.append(updated)
+        self._tables = None
+        self._save()
+        self.refresh_pairs()
+        return refreshed
+
+    def _store(self, member: str, prints: Mapping[str, bytes]) -> dict[str, str]:
+        """Write a member's fingerprints; their SHA-256 by kind."""
+        folder = self.root / "models" / member
+        folder.mkdir(parents=True, exist_ok=True)
+        stored = {}
+        for kind, data in sorted(prints.items()):
+            path = write_atomic(folder / f"{kind}.npz", data)
+            stored[kind] = Fingerprint.from_bytes(data, str(path)).digest()
+        return stored
+
+    def outdated(self) -> dict[str, list[str]]:
+        """Fingerprint kinds this version cannot use, by member: stored at another version, or never made.
+
+        A kind recorded as inapplicable to a member (a method that does not
+        apply to its architecture) is not outdated.
+        """
+        found: dict[str, list[str]] = {}
+        for kind, version in _current_versions().items():
+            for name, member in sorted(self.members.items()):
+                if kind in member.inapplicable:
+                    continue
+                fingerprint = self.fingerprint(name, kind)
+                if fingerprint is None or fingerprint.version != version:
+                    found.setdefault(name, []).append(kind)
+        return found
+
     # ---- pairs: null and calibration -------------------------------------------------------
     def refresh_pairs(self, methods: Sequence[str] | None = None) -> dict[str, PairTable]:
-        """Compute every method over every member pair and cache it in ``pairs.json``."""
+        """Compute every method over every member pair and cache it in ``pairs.json``.
+
+        Methods whose members' fingerprints are outdated are left out (an
+        audit using them says to run ``audit baseline refresh``).
+        """
+        outdated = {kind for kinds in self.outdated().values() for kind in kinds}
         tables = {}
         for name in methods or REGISTRY:
-            tables[name] = self._pair_table(get_method(name))
-        write_atomic(self.root / "pairs.json",
-                     (json.dumps({"seed": self.seed, "methods": {n: t.to_dict() for n, t in tables.items()}},
-                                 sort_keys=True) + "\n").encode())
+            method = get_method(name)
+            if method.fingerprint_kind not in outdated:
+                tables[name] = self._pair_table(method)
+        versions = _current_versions()
+        document = {"seed": self.seed, "members": self._members_key(),
+                    "methods": {n: {**t.to_dict(), "fingerprint_version": versions[get_method(n).fingerprint_kind]}
+                                for n, t in tables.items()}}
+        write_atomic(self.root / "pairs.json", (json.dumps(document, sort_keys=True) + "\n").encode())
         self._tables = tables
         return tables
 
+    def _members_key(self) -> str:
+        """Digest of who the members are and which fingerprints they hold: the pairs cache is valid for it only."""
+        listing = {name: dict(m.fingerprints) for name, m in sorted(self.members.items())}
+        return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
+
     def _pair_table(self, method: Method) -> PairTable:
+        stale = sorted(name for name, kinds in self.outdated().items() if method.fingerprint_kind in kinds)
+        if stale:
+            raise InputError(
+                f"baseline '{self.name}': {len(stale)} member(s) ({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}) "
+                f"lack the {method.fingerprint_kind} fingerprint (version {method.fingerprint_version}) this version of "
+                f"the tool computes; run `audit baseline refresh {self.root} MODEL...` with the members' checkpoints")
         pairs, statistics, log10_p, skipped = [], [], [], {}
         for a, b in itertools.combinations(sorted(self.members), 2):
             fa, fb = self.fingerprint(a, method.fingerprint_kind), self.fingerprint(b, method.fingerprint_kind)
@@ -234,19 +314,27 @@ class Population:
                          np.array(log10_p, dtype=float) if method.exact else None, skipped)
 
     def pair_table(self, method: str) -> PairTable:
-        """The cached table of ``method`` (computed if the cache lacks it)."""
+        """The cached table of ``method``, computed when the cache is missing or stale."""
         if self._tables is None:
-            path = self.root / "pairs.json"
-            try:
-                data = json.loads(path.read_text())
-                self._tables = {n: PairTable.from_dict(n, t) for n, t in data["methods"].items()}
-                if data.get("seed") != self.seed:
-                    raise ValueError("seed changed")
-            except (OSError, ValueError, KeyError):
-                self._tables = {}
+            self._tables = self._cached_tables()
         if method not in self._tables:
             self._tables[method] = self._pair_table(get_method(method))
         return self._tables[method]
+
+    def _cached_tables(self) -> dict[str, PairTable]:
+        """The tables in ``pairs.json`` still valid for these members, seed and fingerprint versions."""
+        try:
+            data = json.loads((self.root / "pairs.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        if data.get("seed") != self.seed or data.get("members") != self._members_key():
+            return {}
+        versions = _current_versions()
+        tables = {}
+        for name, table in data.get("methods", {}).items():
+            if name in REGISTRY and table.get("fingerprint_version") == versions[get_method(name).fingerprint_kind]:
+                tables[name] = PairTable.from_dict(name, table)
+        return tables
 
     def member_with(self, sha256: str) -> str | None:
         return next((m.name for m in self.members.values() if m.sha256 == sha256), None)

@@ -93,6 +93,10 @@ class SafetensorsFile:
             raise InputError(f"{self.path}: {exc}") from None
         self._mmap: mmap.mmap | None = None
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its path: a worker process reopens (and re-validates) the file and maps it itself."""
+        return (SafetensorsFile, (self.path,))
+
     def _check_prefix(self, head: bytes) -> int:
         if self.size == 0:
             raise InputError(f"{self.path}: empty file (0 bytes), not a safetensors checkpoint")

@@ -68,6 +68,7 @@ class AttnStd(PermutationMethod):
     survives = "fine-tuning; defeated by function-preserving rescaling (q*c, k/c per layer, v*c, o/c)"
     exact = False
     calibrated = False
+    fingerprint_version = 2  # v2: float32 partial sums of 256 terms (narrow_sums), not float64 throughout
     caveat = ("layer-permutation test: it tests whether the profiles align better than chance, not derivation "
               "against independence; independently trained models share a depth trend, so only a baseline "
               "population null says whether the value is unusual")

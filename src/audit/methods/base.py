@@ -56,6 +56,11 @@ class Fingerprint:
     meta: Mapping[str, Any]
     arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # C order, as stored: a fingerprint just made and the same one loaded from disk must give
+        # bit-identical results (BLAS sums in a different order for a transposed layout)
+        object.__setattr__(self, "arrays", {name: _little_endian(a) for name, a in self.arrays.items()})
+
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
@@ -71,7 +76,7 @@ class Fingerprint:
             _put(archive, _HEADER, json.dumps(self.header(), sort_keys=True, separators=(",", ":")).encode())
             for name in sorted(self.arrays):
                 npy = io.BytesIO()
-                np.lib.format.write_array(npy, _little_endian(self.arrays[name]), allow_pickle=False)
+                np.lib.format.write_array(npy, self.arrays[name], allow_pickle=False)
                 _put(archive, f"{name}.npy", npy.getvalue())
         return buffer.getvalue()
 
