@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,7 @@ def raw_read(ranges: list[tuple[Path, int, int]]) -> float:
 
 
 def touched_ranges(path: Path, method: str, seed: int) -> list[tuple[Path, int, int]]:
-    """The tensors a method's extraction maps (recorded by wrapping the file's array access)."""
+    """The tensors a method's extraction maps (recorded by wrapping the file's array access, in this process)."""
     seen: dict[tuple[str, str], tuple[Path, int, int]] = {}
     original = SafetensorsFile.array
 
@@ -88,11 +89,13 @@ def touched_ranges(path: Path, method: str, seed: int) -> list[tuple[Path, int, 
         return original(self, entry)
 
     SafetensorsFile.array = recording
+    os.environ["AUDIT_WORKERS"] = "1"  # no worker processes: they would map the files out of sight
     try:
         with open_checkpoint(path) as checkpoint:
             get_method(method).extract(Model(assign_roles(checkpoint), checkpoint.vocab), seed)
     finally:
         SafetensorsFile.array = original
+        del os.environ["AUDIT_WORKERS"]
     return sorted(seen.values(), key=lambda r: (str(r[0]), r[1]))
 
 
@@ -102,8 +105,10 @@ def _extract_child(path: str, method: str, seed: int, queue) -> None:
     with open_checkpoint(path) as checkpoint:
         fingerprint = get_method(method).extract(Model(assign_roles(checkpoint), checkpoint.vocab), seed)
     seconds = time.perf_counter() - start
-    queue.put({"seconds": seconds, "storage_bytes": storage_read_bytes() - before,
-               "peak_rss": peak_rss_bytes(), "fingerprint_bytes": fingerprint.nbytes})
+    queue.put({"seconds": seconds, "storage_bytes": storage_read_bytes() - before,  # reaped workers' reads included
+               "peak_rss": peak_rss_bytes(), "fingerprint_bytes": fingerprint.nbytes,
+               # fork_map's worker processes, if it used any: the largest one's peak
+               "worker_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024})
 
 
 def extract_in_child(path: Path, method: str, seed: int) -> dict:
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_cold": cold_raw / cold["seconds"], "ratio_warm": warm_raw / warm["seconds"],
             "seconds_cold": cold["seconds"], "storage_read_cold": cold["storage_bytes"],
             "peak_rss_MB": max(cold["peak_rss"], warm["peak_rss"]) / 2**20, "fingerprint_bytes": cold["fingerprint_bytes"],
+            "worker_peak_rss_MB": max(cold["worker_peak_rss"], warm["worker_peak_rss"]) / 2**20,
         })
         print(json.dumps(rows[-1]), flush=True)
     drop_cache(shards + sorted(b.glob("*.safetensors")))
@@ -174,12 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         print(done.stderr, file=sys.stderr)
     print()
     print(f"| method | tensors | bytes needed | raw read cold / warm (GB/s) | fingerprint cold / warm (GB/s) | "
-          f"ratio cold / warm | read from storage (cold) | peak RSS | fingerprint |")
+          f"ratio cold / warm | read from storage (cold) | peak RSS (+ each worker) | fingerprint |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {r['tensors']} | {r['bytes_needed'] / 1e9:.2f} GB | {r['raw_cold_GBps']:.2f} / {r['raw_warm_GBps']:.2f} | "
               f"{r['fingerprint_cold_GBps']:.2f} / {r['fingerprint_warm_GBps']:.2f} | {r['ratio_cold']:.0%} / {r['ratio_warm']:.0%} | "
-              f"{r['storage_read_cold'] / 1e9:.2f} GB | {r['peak_rss_MB']:.0f} MB | {r['fingerprint_bytes'] / 2**10:.0f} KiB |")
+              f"{r['storage_read_cold'] / 1e9:.2f} GB | {r['peak_rss_MB']:.0f} MB"
+              + (f" (+ {r['worker_peak_rss_MB']:.0f} MB)" if r["worker_peak_rss_MB"] else "") + f" | {r['fingerprint_bytes'] / 2**10:.0f} KiB |")
     print(f"\nfull `audit compare A B` (all methods, cold cache): {compare_seconds:.0f} s, exit {done.returncode}")
     if not args.keep:
         shutil.rmtree(args.workdir)

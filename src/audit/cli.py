@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("models", nargs="+", help="the members' checkpoints (matched to members by SHA-256)")
     for sub in (add, refresh):
         sub.add_argument("--mapping", metavar="FILE", help="role mapping for architectures not built in")
-        sub.add_argument("--workers", type=int, help="local processes (default: all cores)")
+        sub.add_argument("--workers", type=int, help="local processes (default: $AUDIT_WORKERS, else all cores)")
         sub.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask distributed cluster")
     for action, text in (("list", "list the members"), ("matrix", "pairwise similarity per method")):
         sub = actions.add_parser(action, help=text)

@@ -29,6 +29,16 @@ def _mark_worker() -> None:
     _in_pool = True
 
 
+def cores() -> int:
+    """Processes the tool may use: ``$AUDIT_WORKERS`` if set (like ``OMP_NUM_THREADS``), else every core."""
+    value = os.environ.get("AUDIT_WORKERS", "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise AuditError(f"AUDIT_WORKERS must be a positive whole number, not '{value}'")
+        return int(value)
+    return os.cpu_count() or 1
+
+
 def in_worker() -> bool:
     """Whether this process is already one of several workers (run_tasks' pool, or a daemonic Dask worker)."""
     return _in_pool or multiprocessing.current_process().daemon
@@ -43,7 +53,7 @@ def fork_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = Non
     this process when one worker is asked for, inside a worker (the cores are
     already in use), or where the platform cannot fork.
     """
-    workers = min(workers or os.cpu_count() or 1, len(items))
+    workers = min(workers or cores(), len(items))
     if workers <= 1 or in_worker() or "fork" not in multiprocessing.get_all_start_methods():
         return [fn(item) for item in items]
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
@@ -72,7 +82,7 @@ def run_tasks(
     items = list(items)
     if scheduler:
         return _run_dask(fn, items, scheduler, desc)
-    workers = min(workers or os.cpu_count() or 1, len(items)) if items else 1
+    workers = min(workers or cores(), len(items)) if items else 1
     results: list = [None] * len(items)
     with progress(len(items), desc) as bar:
         if workers <= 1:
