@@ -90,3 +90,13 @@ def test_population_fingerprints_on_a_dask_cluster_match_local(world, tmp_path):
         remote.add(paths[:3], scheduler=cluster.scheduler_address)
     assert {n: m.fingerprints for n, m in local.members.items()} == {n: m.fingerprints for n, m in remote.members.items()}
     assert (tmp_path / "local" / "pairs.json").read_bytes() == (tmp_path / "remote" / "pairs.json").read_bytes()
+
+
+def test_audit_workers_caps_the_pool_and_bad_values_are_one_line(world, tmp_path, monkeypatch, run_cli):
+    monkeypatch.setenv("AUDIT_WORKERS", "1")
+    assert len(set(fork_map(_pid, range(4)))) == 1 and fork_map(_pid, range(2)) == [os.getpid()] * 2
+    monkeypatch.setenv("AUDIT_WORKERS", "two")
+    _, paths, _, _ = world
+    code, out, err = run_cli("baseline", "add", tmp_path / "pop", paths[0])
+    assert code == 2 and err.strip().endswith("AUDIT_WORKERS must be a positive whole number, not 'two'")
+    assert not (tmp_path / "pop" / "population.json").exists()
