@@ -183,8 +183,7 @@ class Population:
                 raise InputError(f"member name '{name}' must be letters, digits, '.', '_' or '-' (at most 128)")
             if name in self.members or names.count(name) > 1:
                 raise InputError(f"a member named '{name}' is already in population '{self.name}'")
-        tasks = [(str(p), self.seed, tuple(REGISTRY), mapping) for p in paths]
-        results = run_tasks(_fingerprint_model, tasks, scheduler=scheduler, workers=workers, desc="fingerprinting")
+        results = self._fingerprint_all(paths, mapping, scheduler, workers)
         known = {m.sha256: m.name for m in self.members.values()}
         added = []
         for name, (info, prints, reasons) in zip(names, results):
@@ -197,9 +196,7 @@ class Population:
                             {k: summary[k] for k in SUMMARY_KEYS}, self._store(name, prints), reasons)
             self.members[name] = member
             added.append(member)
-        self._tables = None
-        self._save()
-        self.refresh_pairs()
+        self._commit()
         return added
 
     def refresh(
@@ -216,8 +213,7 @@ class Population:
         its fingerprints of every kind are replaced, its metadata kept.
         """
         by_digest = {m.sha256: m for m in self.members.values()}
-        tasks = [(str(p), self.seed, tuple(REGISTRY), mapping) for p in paths]
-        results = run_tasks(_fingerprint_model, tasks, scheduler=scheduler, workers=workers, desc="fingerprinting")
+        results = self._fingerprint_all(paths, mapping, scheduler, workers)
         refreshed = []
         for path, (info, prints, reasons) in zip(paths, results):
             member = by_digest.get(listing_digest(info["files"]))
@@ -228,10 +224,20 @@ class Population:
             updated = dataclasses.replace(member, fingerprints=self._store(member.name, prints), inapplicable=reasons)
             self.members[member.name] = updated
             refreshed.append(updated)
+        self._commit()
+        return refreshed
+
+    def _fingerprint_all(self, paths: Sequence[str | Path], mapping: str | None, scheduler: str | None,
+                         workers: int | None) -> list[tuple[dict, dict[str, bytes], dict[str, str]]]:
+        """Every kind of fingerprint of every checkpoint, in parallel (see :func:`_fingerprint_model`)."""
+        tasks = [(str(p), self.seed, tuple(REGISTRY), mapping) for p in paths]
+        return run_tasks(_fingerprint_model, tasks, scheduler=scheduler, workers=workers, desc="fingerprinting")
+
+    def _commit(self) -> None:
+        """Save the members and recompute the pairs cache for them."""
         self._tables = None
         self._save()
         self.refresh_pairs()
-        return refreshed
 
     def _store(self, member: str, prints: Mapping[str, bytes]) -> dict[str, str]:
         """Write a member's fingerprints; their SHA-256 by kind."""
@@ -286,12 +292,6 @@ class Population:
         return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
 
     def _pair_table(self, method: Method) -> PairTable:
-        stale = sorted(name for name, kinds in self.outdated().items() if method.fingerprint_kind in kinds)
-        if stale:
-            raise InputError(
-                f"baseline '{self.name}': {len(stale)} member(s) ({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}) "
-                f"lack the {method.fingerprint_kind} fingerprint (version {method.fingerprint_version}) this version of "
-                f"the tool computes; run `audit baseline refresh {self.root} MODEL...` with the members' checkpoints")
         pairs, statistics, log10_p, skipped = [], [], [], {}
         for a, b in itertools.combinations(sorted(self.members), 2):
             fa, fb = self.fingerprint(a, method.fingerprint_kind), self.fingerprint(b, method.fingerprint_kind)
@@ -318,8 +318,18 @@ class Population:
         if self._tables is None:
             self._tables = self._cached_tables()
         if method not in self._tables:
-            self._tables[method] = self._pair_table(get_method(method))
+            self._tables[method] = self._pair_table(self._current(get_method(method)))
         return self._tables[method]
+
+    def _current(self, method: Method) -> Method:
+        """``method``, once every member holds its current fingerprint (or it does not apply to them)."""
+        stale = sorted(name for name, kinds in self.outdated().items() if method.fingerprint_kind in kinds)
+        if stale:
+            raise InputError(
+                f"baseline '{self.name}': {len(stale)} member(s) ({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}) "
+                f"lack the {method.fingerprint_kind} fingerprint (version {method.fingerprint_version}) this version of "
+                f"the tool computes; run `audit baseline refresh {self.root} MODEL...` with the members' checkpoints")
+        return method
 
     def _cached_tables(self) -> dict[str, PairTable]:
         """The tables in ``pairs.json`` still valid for these members, seed and fingerprint versions."""
