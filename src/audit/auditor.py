@@ -91,7 +91,7 @@ class Audit:
         if self.baseline is not None:
             base = self.baseline
             doc["baseline"] = {
-                "name": base.name, "path": str(base.root), "seed": base.seed, "size": len(base.members),
+                "name": base.name, "path": str(base.root), "digest": base.digest, "seed": base.seed, "size": len(base.members),
                 "members": sorted(base.members), "description": base.description,
                 "pairs": {e.outcome.method.name: e.population.n_pairs for e in self.evidence if e.population},
             }

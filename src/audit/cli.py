@@ -83,7 +83,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _baseline(args: argparse.Namespace) -> int:
     if args.action == "add":
         population = Population.open_or_create(args.dir, args.name, args.seed, args.description or "")
-        added = population.add(args.models, args.member_names, source=args.source or "", licence=args.licence or "",
+        added = population.add(args.models, names=args.member_names, source=args.source or "", licence=args.licence or "",
                                notes=args.notes or "", mapping=args.mapping, scheduler=args.scheduler, workers=args.workers)
         print(f"added {len(added)} model(s) to '{population.name}' ({len(population.members)} in all): "
               + ", ".join(m.name for m in added))
