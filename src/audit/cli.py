@@ -23,7 +23,7 @@ from audit.inspection import format_summary, summarize
 from audit.report.build import check_case_id, write_report
 from audit.report.verification import verify_audit_report
 from audit.roles import assign_roles
-from audit.signature import keygen, load_pem, load_pkcs12
+from audit.signature import keygen, load_certificates, load_pem, load_pkcs12
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -89,6 +89,12 @@ def _baseline(args: argparse.Namespace) -> int:
               + ", ".join(m.name for m in added))
         print(format_outdated(population), end="")
         return 0
+    if args.action in BUNDLE_ACTIONS:
+        return _bundle(args)
+    if args.action == "migrate":
+        population = Population.migrate(args.dir, args.models, workers=args.workers)
+        print(f"population '{population.name}' is in the current format; digest {population.digest}")
+        return 0
     population = Population.open(args.dir)
     if args.action == "refresh":
         done = population.refresh(args.models, mapping=args.mapping, scheduler=args.scheduler, workers=args.workers)
@@ -98,6 +104,27 @@ def _baseline(args: argparse.Namespace) -> int:
         print(format_members(population))
     else:
         print(format_matrix(population, _method_names(args.methods)))
+    return 0
+
+
+BUNDLE_ACTIONS = ("export", "import")
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from audit.baselines.bundle import export_bundle, import_bundle
+
+    if args.action == "export":
+        key = load_pkcs12(args.p12, _passphrase(args.passphrase_env, str(args.p12))) if args.p12 else None
+        info = export_bundle(args.dir, args.out, key=key)
+        print(f"bundle: {info.path} ('{info.name}', {info.members} members, {info.fingerprints} fingerprints)")
+    else:
+        info = import_bundle(args.bundle, args.dir, trust=load_certificates(args.trust) if args.trust else None)
+        print(f"imported '{info.name}' into {args.dir}: {info.members} members, {info.fingerprints} fingerprints, "
+              "every SHA-256 and the digest checked")
+    print(f"population digest {info.digest}")
+    if info.signer is not None:
+        trust = "trusted (--trust)" if info.trusted else "not checked against a trusted certificate (give --trust)"
+        print(f"signed by {info.signer.subject}, SHA-256 fingerprint {info.signer.sha256_fingerprint}: {trust}")
     return 0
 
 
@@ -201,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--mapping", metavar="FILE", help="role mapping for architectures not built in")
         sub.add_argument("--workers", type=int, help="local processes (default: $AUDIT_WORKERS, else all cores)")
         sub.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask distributed cluster")
+    migrate = actions.add_parser("migrate", help="upgrade a population made by an earlier release (fingerprints kept)")
+    migrate.add_argument("dir", help="population folder")
+    migrate.add_argument("models", nargs="*", help="members' checkpoints, to record their tensor content hash")
+    migrate.add_argument("--workers", type=int, help="local processes (default: $AUDIT_WORKERS, else all cores)")
+    export = actions.add_parser("export", help="write a population to one bundle file (optionally signed)")
+    export.add_argument("dir", help="population folder")
+    export.add_argument("out", help="bundle file to write")
+    export.add_argument("--p12", metavar="FILE", help="sign with this PKCS#12 key and certificate (from `audit keygen`)")
+    export.add_argument("--passphrase-env", default=PASSPHRASE_ENV, metavar="VAR",
+                        help=f"environment variable holding the passphrase (default {PASSPHRASE_ENV}; else a prompt)")
+    import_ = actions.add_parser("import", help="check a bundle and create a population folder from it")
+    import_.add_argument("bundle", help="bundle file")
+    import_.add_argument("dir", help="new population folder")
+    import_.add_argument("--trust", nargs="+", metavar="CERT", help="require a signature by (or issued by) these certificates")
     for action, text in (("list", "list the members"), ("matrix", "pairwise similarity per method")):
         sub = actions.add_parser(action, help=text)
         sub.add_argument("dir", help="population folder")

@@ -262,9 +262,10 @@ class Population:
     @property
     def digest(self) -> str:
         """Hex SHA-256 over the manifest and the fingerprints (see :func:`population_digest`)."""
-        return population_digest(self._document(), self._fingerprint_digests())
+        return population_digest(self.manifest(), self._fingerprint_digests())
 
-    def _document(self) -> dict:
+    def manifest(self) -> dict:
+        """The manifest's content, as the digest covers it (no pairs cache)."""
         return manifest_document({"name": self.name, "description": self.description, "seed": self.seed}, self.members)
 
     def _fingerprint_digests(self) -> dict[tuple[str, str], str]:
@@ -493,7 +494,7 @@ class Population:
         old_tables = self._tables or {}
         self.members, self._prints = members, new_prints
         self._tables = self._compute_tables(old_tables, reuse_all_but=set(prints))
-        document = manifest_document({"name": self.name, "description": self.description, "seed": self.seed}, members)
+        document = self.manifest()
         pairs = self._pairs_bytes()
         files[store.PAIRS] = pairs
         store.stage(self.root, files)
