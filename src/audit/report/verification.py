@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from audit.auditor import run_audit
+from audit.baselines import Population
 from audit.checkpoint import open_checkpoint
 from audit.compare import canonical
 from audit.errors import AuditError
@@ -61,15 +62,34 @@ def _rehash(manifest: dict, models: Sequence[str]) -> list[Check]:
     return checks
 
 
-def _recompute(manifest: dict, models: Sequence[str], baseline: str | None) -> Check:
+def _population(doc: dict, baseline: str | None) -> tuple[Population | None, Check | None]:
+    """The audit's baseline, its pairs recomputed from its fingerprints (no cache is trusted), and
+    whether it is the population the report names (by digest)."""
+    recorded = doc.get("baseline")
+    if not recorded:
+        return None, None
+    try:
+        population = Population.open(baseline or recorded["path"], recompute_pairs=True)
+    except AuditError as exc:
+        return None, Check("baseline", False, str(exc))
+    if population.digest != recorded.get("digest"):
+        return None, Check("baseline", False, f"{population.root}: population digest {population.digest} is not the "
+                                              f"audited population's {recorded.get('digest')}")
+    return population, Check("baseline", True, f"{population.root}: the audited population (digest {population.digest[:16]}...), "
+                                               "its pairs recomputed from its fingerprints")
+
+
+def _recompute(manifest: dict, models: Sequence[str], baseline: str | None) -> list[Check]:
     doc = manifest["audit"]
-    base = baseline or (doc.get("baseline") or {}).get("path")
-    audit = run_audit(models[0], models[1], base, [m["name"] for m in doc["methods"]], doc["seed"], doc["alpha"])
+    population, check = _population(doc, baseline)
+    if check is not None and not check.ok:
+        return [check]
+    audit = run_audit(models[0], models[1], population, [m["name"] for m in doc["methods"]], doc["seed"], doc["alpha"])
     found = differences(doc, canonical(audit.to_dict()))
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        return Check("recompute", False, f"{len(found)} number(s) differ from the manifest: {shown}")
-    return Check("recompute", True, f"re-ran the audit (seed {doc['seed']}): every number matches the manifest")
+        return [*filter(None, [check]), Check("recompute", False, f"{len(found)} number(s) differ from the manifest: {shown}")]
+    return [*filter(None, [check]), Check("recompute", True, f"re-ran the audit (seed {doc['seed']}): every number matches the manifest")]
 
 
 def verify_audit_report(
@@ -91,5 +111,5 @@ def verify_audit_report(
     if models or recompute:
         checks += _rehash(manifest, paths)
     if recompute:
-        checks.append(_recompute(manifest, paths, baseline))
+        checks += _recompute(manifest, paths, baseline)
     return checks
