@@ -19,6 +19,7 @@ from audit.checkpoint import open_checkpoint
 from audit.checkpoint.hashing import tensor_content_digest
 from audit.errors import InputError
 from audit.methods import Fingerprint
+from audit.signature import AuditorKey
 from audit.synth import Dims, make_checkpoint
 
 TINY = Dims(layers=2, hidden=16, mlp=32, heads=2, vocab=24)
@@ -318,3 +319,47 @@ def test_signed_bundle_is_verified_and_a_wrong_trust_certificate_refused(tiny, k
     with pytest.raises(InputError, match="does not verify"):
         import_bundle(tmp_path / "grafted.popbundle", tmp_path / "no")
     assert not (tmp_path / "no").exists()
+
+
+def _pem_key(tmp_path: Path, name: str, key, *certs) -> AuditorKey:
+    from cryptography.hazmat.primitives import serialization
+
+    from audit.signature import load_pem
+
+    (tmp_path / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+    (tmp_path / f"{name}.pem").write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
+    return load_pem(tmp_path / f"{name}.key", tmp_path / f"{name}.pem")
+
+
+def test_a_signer_issued_by_a_trusted_ca_is_trusted_and_one_issued_by_a_non_ca_is_not(tiny, tmp_path):
+    from test_signature import make_cert
+
+    root, _ = tiny
+    ca_key, ca = make_cert("Bundle CA", None, None, ca=True)
+    leaf_key, leaf = make_cert("CA-issued auditor", ca_key, ca, ca=False)
+    plain_key, plain = make_cert("Not a CA", None, None, ca=False)
+    rogue_key, rogue = make_cert("Issued by a non-CA", plain_key, plain, ca=False)
+    export_bundle(root / "pop", tmp_path / "ca.popbundle", key=_pem_key(tmp_path, "leaf", leaf_key, leaf, ca))
+    info = read_bundle(tmp_path / "ca.popbundle", trust=[ca])
+    assert info.trusted and info.signer.common_name == "CA-issued auditor"
+    export_bundle(root / "pop", tmp_path / "rogue.popbundle", key=_pem_key(tmp_path, "rogue", rogue_key, rogue, plain))
+    with pytest.raises(InputError, match="which no --trust certificate is or has issued as a CA"):
+        read_bundle(tmp_path / "rogue.popbundle", trust=[plain])
+    assert read_bundle(tmp_path / "rogue.popbundle").signer.common_name == "Issued by a non-CA"  # intact, untrusted
+
+
+def test_a_folder_that_cannot_be_locked_is_still_read(tiny, monkeypatch):
+    class Unwritable:  # a read-only install: the lock file cannot be created
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def acquire(self):
+            raise PermissionError(13, "Permission denied")
+
+    root, paths = tiny
+    digest = Population.open(root / "pop").digest
+    monkeypatch.setattr(store, "FileLock", Unwritable)
+    assert Population.open(root / "pop").digest == digest
+    with pytest.raises(InputError, match="cannot lock the population for writing"):
+        Population.open(root / "pop").add([paths[4]], names=["t4"], workers=1)

@@ -138,3 +138,16 @@ def test_report_without_baseline_counts_exact_tests_only(world, tmp_path, run_cl
     assert "baseline" not in doc and doc["verdict"]["label"] == "derived"
     counted = {m["name"] for m in doc["methods"] if m["vote"]["counts"]}
     assert counted == {"norm", "pcs", "neuron-match"}  # exact and calibrated; the others need a population
+
+
+def test_verify_recompute_refuses_another_population(signed, world, tmp_path, run_cli_module):
+    import shutil
+
+    from audit.baselines import Population
+
+    pdf, cert, a, b = signed
+    root, _, _, stranger = world
+    shutil.copytree(root / "population", tmp_path / "pop")
+    Population.open(tmp_path / "pop").add([stranger], names=["extra"], workers=1)
+    code, out, _ = run_cli_module({}, "verify", pdf, "--trust", cert, "--recompute", "--baseline", tmp_path / "pop")
+    assert code == 1 and "FAIL baseline: " in out and "is not the audited population's" in out

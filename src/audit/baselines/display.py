@@ -13,7 +13,7 @@ from audit.text import columns
 
 def format_members(population: Population) -> str:
     lines = [f"population {population.name}: {len(population.members)} model(s), seed {population.seed}",
-             population.description or ""]
+             population.description or "", f"digest {population.digest}"]
     header = ("name", "family", "layers", "hidden", "parameters", "fingerprints", "source")
     rows = [(m.name, str(m.architecture.get("family")), str(m.architecture.get("depth")), str(m.architecture.get("hidden")),
              f"{m.architecture.get('parameters', 0):,}", ",".join(sorted(m.fingerprints)), m.source or "-")
