@@ -167,7 +167,7 @@ def _check(path: Path, files: dict[str, bytes],
             raise InputError(f"{path}: not a population bundle (no {required})")
     try:
         statement = json.loads(files[STATEMENT])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise InputError(f"{path}: {STATEMENT} is not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(statement, dict) or statement.get("format") != FORMAT or statement.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: not an {FORMAT} v{FORMAT_VERSION} file")

@@ -85,8 +85,8 @@ class Member:
                 raise InputError(f"{where}: member '{name}': {key} must record hex SHA-256 digests")
         architecture = data["architecture"]
         if not isinstance(architecture, dict) or not all(
-                isinstance(architecture.get(k), int) and not isinstance(architecture.get(k), bool) for k in ("depth", "hidden")):
-            raise InputError(f"{where}: member '{name}': architecture must hold whole-number depth and hidden")
+                type(architecture.get(k)) is int or (k == "hidden" and architecture.get(k) is None) for k in ("depth", "hidden")):
+            raise InputError(f"{where}: member '{name}': architecture must hold a whole-number depth and hidden width")
         return cls(**data)
 
 
@@ -205,7 +205,7 @@ def parse_manifest(data: bytes, where: str, *, upgrade: bool = False) -> tuple[d
     """
     try:
         document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, integers over 4,300 digits
         raise InputError(f"{where}: unreadable population file ({str(exc)[:80]})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InputError(f"{where}: not an {FORMAT} file")
@@ -339,7 +339,7 @@ class Population:
         where = str(self.root / store.PAIRS)
         try:
             document = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, integers over 4,300 digits
             raise InputError(f"{where}: unreadable ({str(exc)[:80]})") from None
         if not isinstance(document, dict) or document.get("population") != self.digest or not isinstance(document.get("methods"), dict):
             raise InputError(f"{where}: made for another population than the one {store.MANIFEST} describes; refusing it")
