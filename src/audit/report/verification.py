@@ -68,13 +68,16 @@ def _population(doc: dict, baseline: str | None) -> tuple[Population | None, Che
     recorded = doc.get("baseline")
     if not recorded:
         return None, None
+    if not recorded.get("digest"):
+        return None, Check("baseline", False, "the report records no population digest (made by an earlier release): "
+                                              "the population's identity cannot be checked")
     try:
         population = Population.open(baseline or recorded["path"], recompute_pairs=True)
     except AuditError as exc:
         return None, Check("baseline", False, str(exc))
-    if population.digest != recorded.get("digest"):
+    if population.digest != recorded["digest"]:
         return None, Check("baseline", False, f"{population.root}: population digest {population.digest} is not the "
-                                              f"audited population's {recorded.get('digest')}")
+                                              f"audited population's {recorded['digest']}")
     return population, Check("baseline", True, f"{population.root}: the audited population (digest {population.digest[:16]}...), "
                                                "its pairs recomputed from its fingerprints")
 
