@@ -110,6 +110,9 @@ def test_a_writer_killed_before_the_manifest_leaves_the_old_population_and_no_de
     assert _in_child(_die_at, "write_atomic", folder, paths[3]) == -signal.SIGKILL
     debris = set(_files(folder)) - set(before)
     assert debris and all(".staged" in name for name in debris)  # fingerprints and pairs were staged, then the kill
+    (folder / "models" / "t0" / ".pcs.npz.0123456789ab.tmp").write_bytes(b"half")  # a write cut short
+    (folder / "models" / "ghost").mkdir()
+    (folder / "models" / "ghost" / "pcs.npz").write_bytes(b"orphan")  # a member folder no manifest names
     population = Population.open(folder)  # the next open, under the lock, cleans up
     assert population.digest == digest and "late" not in population.members
     assert _files(folder) == before and not (folder / "models" / "late").exists()
