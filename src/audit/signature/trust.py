@@ -38,6 +38,8 @@ from pyhanko_certvalidator.authority import CertTrustAnchor, TrustedServiceType,
 
 from audit.signature.keys import display_name
 
+SERVICE_PINNED = TrustedServiceType.UNSUPPORTED
+"""Adds no implicit key usages, so the pinned certificate's own key usage is what pyHanko checks."""
 KEY_USAGE_NAMES = {
     "digital_signature": "digitalSignature",
     "content_commitment": "nonRepudiation",
@@ -92,19 +94,20 @@ def validation_contexts(
 ) -> tuple[ValidationContext, ValidationContext]:
     """Contexts for the signer and for the time-stamp tokens, each pinning only its own end entity."""
 
-    def context(pinned: Sequence[asn1_x509.Certificate]) -> ValidationContext:
-        pinned_der = {c.dump() for c in pinned}
+    def context(end_entities: Sequence[asn1_x509.Certificate]) -> ValidationContext:
+        pinned_der = {c.dump() for c in end_entities}
         anchors = []
         for cert in map(_asn1, trust):
-            if cert.dump() in pinned_der:
+            pinned = cert.dump() in pinned_der
+            if pinned or is_ca(_pyca(cert)):
                 quals = TrustQualifiers(
                     valid_from=cert.not_valid_before,
                     valid_until=cert.not_valid_after,
-                    trusted_service_type=TrustedServiceType.UNSUPPORTED,  # key usage is then checked
+                    max_path_length=None if pinned else cert.max_path_length,
+                    # pyHanko checks a pinned end entity's key usage only if its service type is specified
+                    trusted_service_type=SERVICE_PINNED if pinned else TrustedServiceType.CERTIFICATE_AUTHORITY,
                 )
                 anchors.append(CertTrustAnchor(cert, quals))
-            elif is_ca(_pyca(cert)):
-                anchors.append(CertTrustAnchor(cert, derive_default_quals_from_cert=True))
         return ValidationContext(trust_roots=anchors, allow_fetching=False, moment=when.moment)
 
     return context([signer]), context(when.tsa_certs)

@@ -138,6 +138,7 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
             key_usage_settings=KeyUsageConstraints(key_usage=set(KEY_USAGES)),
         )
         embedded = [x509.load_der_x509_certificate(c.dump()) for c in sig.other_embedded_certs]
+        padding = _padding_check(data, sig)
     except Exception as exc:  # pyHanko's judgement failed to form: that is a failed signature
         check = Check("signature", False, f"signature of {describe(signer_cert)} could not be validated: {_one_line(exc)}")
         return replace(failed, checks=(check, *problem), signer=signer, attachments=signed_files)
@@ -149,7 +150,7 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
         Check("coverage", True, "the signature covers the whole file")
         if whole
         else _coverage_failure(data, signed_end, signed_files),
-        _padding_check(data, sig),
+        padding,
         _time_check(status, when, now),
         *trust_checks,
         *problem,
