@@ -89,7 +89,8 @@ def make_cert(
 
 def private_key_info(key: CertificateIssuerPrivateKeyTypes) -> asn1_keys.PrivateKeyInfo:
     der = serialization.Encoding.DER
-    return asn1_keys.PrivateKeyInfo.load(key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pkcs8 = key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return asn1_keys.PrivateKeyInfo.load(pkcs8)
 
 
 def signing_key(key: CertificateIssuerPrivateKeyTypes, cert: x509.Certificate, *chain: x509.Certificate) -> AuditorKey:

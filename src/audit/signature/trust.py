@@ -154,7 +154,10 @@ def describe(cert: x509.Certificate) -> str:
 
 
 def _path_failures(
-    signer: x509.Certificate, trust: Sequence[x509.Certificate], embedded: Sequence[x509.Certificate], moment: dt.datetime
+    signer: x509.Certificate,
+    trust: Sequence[x509.Certificate],
+    embedded: Sequence[x509.Certificate],
+    moment: dt.datetime,
 ) -> list[str]:
     """Walk up from the signer through the certificates at hand and say where the path breaks."""
     trusted = {_der(c) for c in trust}
@@ -171,7 +174,9 @@ def _path_failures(
     return [_no_path(signer, signer, trust)]
 
 
-def _issuers(cert: x509.Certificate, pool: Sequence[x509.Certificate]) -> Iterator[tuple[x509.Certificate, x509.Certificate | None]]:
+def _issuers(
+    cert: x509.Certificate, pool: Sequence[x509.Certificate]
+) -> Iterator[tuple[x509.Certificate, x509.Certificate | None]]:
     """(certificate, its issuer among ``pool`` or None) up the chain, each certificate used once."""
     seen = {_der(cert)}
     for _ in range(len(pool)):

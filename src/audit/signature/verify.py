@@ -34,10 +34,18 @@ from pyhanko.sign.validation.status import PdfSignatureStatus, SignatureCoverage
 from audit.errors import InputError
 from audit.signature.attachments import embedded_files
 from audit.signature.keys import CertificateInfo
-from audit.signature.trust import SigningMoment, describe, signing_moment, trust_failures, trusted_line, validation_contexts
+from audit.signature.trust import (
+    SigningMoment,
+    describe,
+    signing_moment,
+    trust_failures,
+    trusted_line,
+    validation_contexts,
+)
 
 KEY_USAGES = frozenset({"digital_signature", "non_repudiation"})
 """Either suffices: CA-issued signing certificates carry one or both."""
+PADDING_GAP = "exactly the /Contents hex string, in one case"
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 """Clock skew allowed between the signer's machine and the verifier's."""
 
@@ -140,7 +148,8 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
         embedded = [x509.load_der_x509_certificate(c.dump()) for c in sig.other_embedded_certs]
         padding = _padding_check(data, sig)
     except Exception as exc:  # pyHanko's judgement failed to form: that is a failed signature
-        check = Check("signature", False, f"signature of {describe(signer_cert)} could not be validated: {_one_line(exc)}")
+        message = f"signature of {describe(signer_cert)} could not be validated: {_one_line(exc)}"
+        check = Check("signature", False, message)
         return replace(failed, checks=(check, *problem), signer=signer, attachments=signed_files)
     whole = status.coverage == SignatureCoverageLevel.ENTIRE_FILE
     trust_checks = _trust_checks(status, signer_cert, trust, embedded, when) if trust else (_untrusted(status),)
@@ -207,7 +216,7 @@ def _signature_check(status: PdfSignatureStatus, signer: x509.Certificate) -> Ch
     if not status.intact:
         return Check("signature", False, "the signed bytes were changed after signing (digest mismatch)")
     if not status.valid:
-        return Check("signature", False, f"the signature value does not verify with the certificate of {describe(signer)}")
+        return Check("signature", False, f"the signature value does not verify with the certificate {describe(signer)}")
     return Check(
         "signature",
         True,
@@ -227,7 +236,7 @@ def _padding_check(data: bytes, sig: EmbeddedPdfSignature) -> Check:
     gap = data[sig.byte_range[1] : sig.byte_range[2]]
     hex_forms = {b"<" + contents.hex().encode() + b">", b"<" + contents.hex().upper().encode() + b">"}
     if gap not in hex_forms:
-        return Check("padding", False, "the unsigned gap between the signed byte ranges is not exactly the /Contents hex string")
+        return Check("padding", False, f"the unsigned gap between the signed byte ranges is not {PADDING_GAP}")
     _, _, _, header, body, trailer = asn1_parser.parse(contents)
     der_length = len(header) + len(body) + len(trailer)
     padding = contents[der_length:]
@@ -239,7 +248,8 @@ def _padding_check(data: bytes, sig: EmbeddedPdfSignature) -> Check:
             f"padding not zero: {nonzero} of the {len(padding)} unsigned bytes after the {der_length}-byte DER "
             "signature in /Contents are not zero",
         )
-    return Check("padding", True, f"the {len(padding)} unsigned bytes after the {der_length}-byte DER signature are all zero")
+    message = f"the {len(padding)} unsigned bytes after the {der_length}-byte DER signature are all zero"
+    return Check("padding", True, message)
 
 
 def _time_check(status: PdfSignatureStatus, when: SigningMoment, now: datetime) -> Check:
