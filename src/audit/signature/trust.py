@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from pyhanko.sign.general import extract_certificate_info, find_cms_attribute_iter
 from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
@@ -134,9 +134,21 @@ def trust_failures(
         reasons.append(f"key usage lacks digitalSignature/nonRepudiation: {describe(signer)} allows {_usages(usage)}")
     elif usage is None:
         reasons.append(f"key usage lacks digitalSignature/nonRepudiation: {describe(signer)} has no keyUsage extension")
-    if _der(signer) not in {_der(c) for c in trust}:
-        reasons += _path_failures(signer, trust, embedded, moment)
-    return reasons
+    trusted = {_der(c) for c in trust}
+    if _der(signer) in trusted:
+        return reasons
+    # not pinned: walk up from the signer through the certificates at hand, say where the path breaks
+    for child, issuer in _issuers(signer, [*trust, *embedded]):
+        if issuer is None:
+            return [*reasons, _no_path(child, signer, trust)]
+        given = " (given with --trust)" if _der(issuer) in trusted else ""
+        if not is_ca(issuer):
+            return [*reasons, f"issuer is not a CA: {describe(issuer)}{given}, which issued "
+                    f"{display_name(child.subject)}, has no basicConstraints CA:TRUE with keyCertSign"]
+        problems = _validity(issuer, moment, f"issuer {display_name(issuer.subject)}")
+        if problems or given:
+            return reasons + problems
+    return [*reasons, _no_path(signer, signer, trust)]
 
 
 def is_ca(cert: x509.Certificate) -> bool:
@@ -151,27 +163,6 @@ def is_ca(cert: x509.Certificate) -> bool:
 
 def describe(cert: x509.Certificate) -> str:
     return f"{display_name(cert.subject)} (SHA-256 {cert.fingerprint(hashes.SHA256()).hex()})"
-
-
-def _path_failures(
-    signer: x509.Certificate,
-    trust: Sequence[x509.Certificate],
-    embedded: Sequence[x509.Certificate],
-    moment: dt.datetime,
-) -> list[str]:
-    """Walk up from the signer through the certificates at hand and say where the path breaks."""
-    trusted = {_der(c) for c in trust}
-    for child, issuer in _issuers(signer, [*trust, *embedded]):
-        if issuer is None:
-            return [_no_path(child, signer, trust)]
-        given = " (given with --trust)" if _der(issuer) in trusted else ""
-        if not is_ca(issuer):
-            return [f"issuer is not a CA: {describe(issuer)}{given}, which issued {display_name(child.subject)}, "
-                    "has no basicConstraints CA:TRUE with keyCertSign"]
-        problems = _validity(issuer, moment, f"issuer {display_name(issuer.subject)}")
-        if problems or given:
-            return problems
-    return [_no_path(signer, signer, trust)]
 
 
 def _issuers(
@@ -224,7 +215,7 @@ def _usages(usage: x509.KeyUsage) -> str:
 def _issued(issuer: x509.Certificate, cert: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError):
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
         return False
     return True
 

@@ -147,12 +147,12 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
         )
         embedded = [x509.load_der_x509_certificate(c.dump()) for c in sig.other_embedded_certs]
         padding = _padding_check(data, sig)
-    except Exception as exc:  # pyHanko's judgement failed to form: that is a failed signature
+        trust_checks = _trust_checks(status, signer_cert, trust, embedded, when) if trust else (_untrusted(status),)
+    except Exception as exc:  # pyHanko's judgement (or a certificate fact) failed to form: a failed signature
         message = f"signature of {describe(signer_cert)} could not be validated: {_one_line(exc)}"
         check = Check("signature", False, message)
         return replace(failed, checks=(check, *problem), signer=signer, attachments=signed_files)
     whole = status.coverage == SignatureCoverageLevel.ENTIRE_FILE
-    trust_checks = _trust_checks(status, signer_cert, trust, embedded, when) if trust else (_untrusted(status),)
     trusted = all(check.ok for check in trust_checks)
     checks = (
         _signature_check(status, signer_cert),
