@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import multiprocessing
@@ -19,7 +20,6 @@ from audit.checkpoint import open_checkpoint
 from audit.checkpoint.hashing import tensor_content_digest
 from audit.errors import InputError
 from audit.methods import Fingerprint
-from audit.signature import AuditorKey
 from audit.synth import Dims, make_checkpoint
 
 TINY = Dims(layers=2, hidden=16, mlp=32, heads=2, vocab=24)
@@ -303,11 +303,11 @@ def test_signed_bundle_is_verified_and_a_wrong_trust_certificate_refused(tiny, k
     key = load_pkcs12(keys / "bundle-auditor.p12", "pw")
     assert f"signed by {key.info.subject}, SHA-256 fingerprint {key.info.sha256_fingerprint}" in out
     info = read_bundle(tmp_path / "s.popbundle", trust=load_certificates([keys / "bundle-auditor.cert.pem"]))
-    assert info.trusted and info.signer.sha256_fingerprint == key.info.sha256_fingerprint
+    assert "pinned" in info.trusted and info.signer.sha256_fingerprint == key.info.sha256_fingerprint
     code, out, err = run_cli("baseline", "import", tmp_path / "s.popbundle", tmp_path / "ok", "--trust", keys / "bundle-auditor.cert.pem")
-    assert code == 0 and "trusted (--trust)" in out, err
+    assert code == 0 and "trusted: " in out and "is pinned: byte-identical to a --trust certificate" in out, err
     code, _, err = run_cli("baseline", "import", tmp_path / "s.popbundle", tmp_path / "no", "--trust", keys / "someone-else.cert.pem")
-    assert code == 2 and "which no --trust certificate is or has issued" in err and not (tmp_path / "no").exists()
+    assert code == 2 and "not trusted: no path to a trust anchor" in err and not (tmp_path / "no").exists()
     export_bundle(root / "pop", tmp_path / "u.popbundle")
     code, _, err = run_cli("baseline", "import", tmp_path / "u.popbundle", tmp_path / "no", "--trust", keys / "bundle-auditor.cert.pem")
     assert code == 2 and "not signed" in err
@@ -324,32 +324,26 @@ def test_signed_bundle_is_verified_and_a_wrong_trust_certificate_refused(tiny, k
     assert not (tmp_path / "no").exists()
 
 
-def _pem_key(tmp_path: Path, name: str, key, *certs) -> AuditorKey:
-    from cryptography.hazmat.primitives import serialization
-
-    from audit.signature import load_pem
-
-    (tmp_path / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                             serialization.NoEncryption()))
-    (tmp_path / f"{name}.pem").write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
-    return load_pem(tmp_path / f"{name}.key", tmp_path / f"{name}.pem")
-
-
 def test_a_signer_issued_by_a_trusted_ca_is_trusted_and_one_issued_by_a_non_ca_is_not(tiny, tmp_path):
-    from test_signature import make_cert
+    from cert_support import make_cert, signing_key
 
     root, _ = tiny
-    ca_key, ca = make_cert("Bundle CA", None, None, ca=True)
-    leaf_key, leaf = make_cert("CA-issued auditor", ca_key, ca, ca=False)
-    plain_key, plain = make_cert("Not a CA", None, None, ca=False)
-    rogue_key, rogue = make_cert("Issued by a non-CA", plain_key, plain, ca=False)
-    export_bundle(root / "pop", tmp_path / "ca.popbundle", key=_pem_key(tmp_path, "leaf", leaf_key, leaf, ca))
+    ca_key, ca = make_cert("Bundle CA", ca=True)
+    leaf_key, leaf = make_cert("CA-issued auditor", (ca_key, ca))
+    plain_key, plain = make_cert("Not a CA")
+    rogue_key, rogue = make_cert("Issued by a non-CA", (plain_key, plain))
+    expired_key, expired = make_cert("Expired auditor", (ca_key, ca), not_before=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
+                                     not_after=dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc))
+    export_bundle(root / "pop", tmp_path / "ca.popbundle", key=signing_key(leaf_key, leaf, ca))
     info = read_bundle(tmp_path / "ca.popbundle", trust=[ca])
-    assert info.trusted and info.signer.common_name == "CA-issued auditor"
-    export_bundle(root / "pop", tmp_path / "rogue.popbundle", key=_pem_key(tmp_path, "rogue", rogue_key, rogue, plain))
-    with pytest.raises(InputError, match="which no --trust certificate is or has issued as a CA"):
+    assert info.signer.common_name == "CA-issued auditor" and "chains to the trust anchor CN=Bundle CA" in info.trusted
+    export_bundle(root / "pop", tmp_path / "rogue.popbundle", key=signing_key(rogue_key, rogue, plain))
+    with pytest.raises(InputError, match="not trusted: issuer is not a CA: CN=Not a CA"):
         read_bundle(tmp_path / "rogue.popbundle", trust=[plain])
     assert read_bundle(tmp_path / "rogue.popbundle").signer.common_name == "Issued by a non-CA"  # intact, untrusted
+    export_bundle(root / "pop", tmp_path / "expired.popbundle", key=signing_key(expired_key, expired, ca))
+    with pytest.raises(InputError, match="not trusted: expired at signing time"):
+        read_bundle(tmp_path / "expired.popbundle", trust=[ca])
 
 
 def test_a_folder_that_cannot_be_locked_is_still_read(tiny, monkeypatch):

@@ -11,25 +11,18 @@ import datetime as dt
 import json
 import shutil
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
 
 import pytest
 import weasyprint
-from asn1crypto import keys as asn1_keys
-from asn1crypto import tsp
-from asn1crypto import x509 as asn1_x509
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.embed import EmbeddedFileObject, FileSpec, embed_file
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.timestamps import DummyTimeStamper
+
+from cert_support import make_cert, tsa_server
 
 from audit.atomic import write_atomic
 from audit.errors import InputError
@@ -104,7 +97,7 @@ def test_signature_is_an_incremental_update_of_the_rendered_pdf(report_pdf, sign
 
 def test_signed_report_verifies_against_the_auditor_certificate(signed_file, trust):
     outcome = verify_report(signed_file, trust, manifest_name=MANIFEST_NAME)
-    assert [c.name for c in outcome.checks] == ["signature", "coverage", "trust", "manifest"]
+    assert [c.name for c in outcome.checks] == ["signature", "coverage", "padding", "time", "trust", "manifest"]
     assert outcome.ok, failed(outcome)
     assert outcome.manifest == MANIFEST
     result = outcome.result
@@ -128,7 +121,7 @@ def test_a_different_trust_root_does_not_trust_the_auditor(signed):
     stranger = demo_key().certificate
     result = verify_pdf(signed, [stranger])
     assert result.intact and result.valid and not result.trusted
-    assert "untrusted" in failed(result)["trust"]
+    assert failed(result)["trust"].startswith("no path to a trust anchor")
 
 
 def test_demo_key_signs_and_its_certificate_says_demo(report_pdf):
@@ -141,8 +134,8 @@ def test_demo_key_signs_and_its_certificate_says_demo(report_pdf):
 
 def test_certificate_from_a_ca_is_trusted_through_the_ca_root(tmp_path, report_pdf):
     """load_pem with a chain file: the chain travels in the signature, only the root is --trust."""
-    root_key, root = make_cert("Test Root CA", None, None, ca=True)
-    leaf_key, leaf = make_cert("Jane Q. Auditor", root_key, root, ca=False)
+    root_key, root = make_cert("Test Root CA", ca=True)
+    leaf_key, leaf = make_cert("Jane Q. Auditor", (root_key, root))
     key_path = write_atomic(
         tmp_path / "leaf.key",
         leaf_key.private_bytes(
@@ -159,7 +152,7 @@ def test_certificate_from_a_ca_is_trusted_through_the_ca_root(tmp_path, report_p
 
     signed = sign_pdf(report_pdf, key)
     assert verify_pdf(signed, [root]).ok
-    assert not verify_pdf(signed, [make_cert("Other Root", None, None, ca=True)[1]]).trusted
+    assert not verify_pdf(signed, [make_cert("Other Root", ca=True)[1]]).trusted
 
 
 def test_wrong_pkcs12_passphrase_is_one_line_and_leaves_no_file(tmp_path, auditor, report_pdf):
@@ -324,36 +317,8 @@ def test_signing_leaves_the_pdfa_metadata_alone(report_pdf, signed):
 
 @pytest.fixture(scope="module")
 def tsa():
-    """A time-stamp authority on 127.0.0.1 answering RFC 3161 requests; yields (url, root)."""
-    der = serialization.Encoding.DER
-    tsa_key = rsa.generate_private_key(65537, 2048)  # pyHanko's DummyTimeStamper signs with RSA only
-    _, root = make_cert("Test TSA", None, None, ca=False, eku=ExtendedKeyUsageOID.TIME_STAMPING, key=tsa_key)
-    stamper = DummyTimeStamper(
-        tsa_cert=asn1_x509.Certificate.load(root.public_bytes(der)),
-        tsa_key=asn1_keys.PrivateKeyInfo.load(
-            tsa_key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        ),
-    )
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            request = tsp.TimeStampReq.load(self.rfile.read(int(self.headers["Content-Length"])))
-            body = stamper.request_tsa_response(request).dump()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/timestamp-reply")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", root
-    server.shutdown()
-    server.server_close()
+    with tsa_server() as (url, cert):
+        yield url, cert
 
 
 def test_time_stamped_signature_needs_the_tsa_root_too(auditor, trust, report_pdf, tsa):
@@ -371,42 +336,3 @@ def test_time_stamped_signature_needs_the_tsa_root_too(auditor, trust, report_pd
 def test_unusable_tsa_is_an_input_error(auditor, report_pdf, url, message):
     with pytest.raises(InputError, match=message):
         sign_pdf(report_pdf, load_pkcs12(auditor.pkcs12_path, PASSPHRASE), timestamp_url=url)
-
-
-def make_cert(cn: str, issuer_key, issuer: x509.Certificate | None, *, ca: bool, eku=None, key=None):
-    """A key (EC unless given: fast) and its certificate, self-signed when ``issuer`` is None."""
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=not ca,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()), critical=False
-        )
-    if eku is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([eku]), critical=True)
-    return key, builder.sign(issuer_key or key, hashes.SHA256())

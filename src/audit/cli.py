@@ -123,8 +123,8 @@ def _bundle(args: argparse.Namespace) -> int:
               "every SHA-256 and the digest checked")
     print(f"population digest {info.digest}")
     if info.signer is not None:
-        trust = "trusted (--trust)" if info.trusted else "not checked against a trusted certificate (give --trust)"
-        print(f"signed by {info.signer.subject}, SHA-256 fingerprint {info.signer.sha256_fingerprint}: {trust}")
+        print(f"signed by {info.signer.subject}, SHA-256 fingerprint {info.signer.sha256_fingerprint}")
+        print(f"trusted: {info.trusted}" if info.trusted else "not checked against a trusted certificate (give --trust)")
     return 0
 
 

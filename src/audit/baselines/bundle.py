@@ -20,6 +20,7 @@ cache is not shipped: the importer recomputes it from the fingerprints.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import os
@@ -32,9 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 from asn1crypto import cms
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from audit.atomic import write_atomic
 from audit.baselines import store
@@ -69,7 +68,7 @@ class BundleInfo:
     members: int
     fingerprints: int
     signer: CertificateInfo | None
-    trusted: bool  # the signature chains to (or is) a certificate given as trusted
+    trusted: str | None  # which --trust certificate vouches for the signer (pinned, or a CA), when one was given
 
 
 def export_bundle(population: str | Path, out: str | Path, *, key: AuditorKey | None = None) -> BundleInfo:
@@ -93,7 +92,7 @@ def export_bundle(population: str | Path, out: str | Path, *, key: AuditorKey | 
     path = write_atomic(out, buffer.getvalue())
     count = sum(len(m.fingerprints) for m in source.members.values())
     return BundleInfo(path, source.name, source.digest, len(source.members), count,
-                      None if key is None else key.info, False)
+                      None if key is None else key.info, None)
 
 
 def import_bundle(bundle: str | Path, directory: str | Path, *,
@@ -104,7 +103,7 @@ def import_bundle(bundle: str | Path, directory: str | Path, *,
     fingerprint differs from its recorded SHA-256 or holds NaN, the digest
     does not match, or the signature does not verify.  With ``trust`` the
     bundle must be signed by one of those certificates, or by a certificate
-    that a trusted CA among them issued.
+    that a CA among them issued (the rules of report verification).
     """
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -187,7 +186,7 @@ def _check(path: Path, files: dict[str, bytes],
     if statement.get("digest") != digest:
         raise InputError(f"{path}: the population digest does not match its contents (bundle says "
                          f"{str(statement.get('digest'))[:16]}..., contents give {digest[:16]}...)")
-    signer, trusted = None, False
+    signer, trusted = None, None
     if SIGNATURE in files:
         signer, trusted = _verify_signature(path, files[STATEMENT], files[SIGNATURE], trust)
     elif trust:
@@ -201,44 +200,48 @@ def _sign(statement: bytes, key: AuditorKey) -> bytes:
 
 
 def _verify_signature(path: Path, statement: bytes, signature: bytes,
-                      trust: Sequence[x509.Certificate] | None) -> tuple[CertificateInfo, bool]:
-    """The signer, and whether it is trusted; refused unless the signature is intact and valid
-    (and trusted, when ``trust`` is given)."""
+                      trust: Sequence[x509.Certificate] | None) -> tuple[CertificateInfo, str | None]:
+    """The signer, and the line saying which ``--trust`` certificate vouches for it (None without ``trust``).
+
+    Refused unless the signature is intact and valid, and, with ``trust``,
+    trusted by the rules reports follow (:mod:`audit.signature.trust`: a pinned
+    certificate, or a CA among the ``--trust`` certificates, checked at the
+    signing time the signer claims).
+    """
+    from pyhanko.sign.general import extract_certificate_info
     from pyhanko.sign.validation import async_validate_detached_cms
     from pyhanko.sign.validation.settings import KeyUsageConstraints
-    from pyhanko_certvalidator import ValidationContext
 
-    roots = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in trust or ()]
+    from audit.signature.trust import SigningMoment, trust_failures, trusted_line, validation_contexts
+
+    now = dt.datetime.now(dt.timezone.utc)
     try:
         signed = cms.ContentInfo.load(signature)["content"]
+        signer_asn1 = extract_certificate_info(signed).signer_cert
+        signer = x509.load_der_x509_certificate(signer_asn1.dump())
+        claimed = _claimed_time(signed)
+        when = SigningMoment(claimed, "claimed") if claimed else SigningMoment(now, "verification")
+        context, _ = validation_contexts(list(trust or ()), signer_asn1, when)
         status = asyncio.run(async_validate_detached_cms(
-            statement, signed, signer_validation_context=ValidationContext(trust_roots=roots, allow_fetching=False),
-            key_usage_settings=KeyUsageConstraints(key_usage=set(KEY_USAGES))))
-        signer = x509.load_der_x509_certificate(status.signing_cert.dump())
+            statement, signed, signer_validation_context=context, key_usage_settings=KeyUsageConstraints(key_usage=set(KEY_USAGES))))
+        embedded = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"]
+                    if c.name == "certificate"]
     except Exception as exc:  # pyHanko could not form a judgement: the signature does not verify
         raise InputError(f"{path}: the signature cannot be checked ({' '.join(str(exc).split())[:120]})") from None
     info = CertificateInfo.of(signer)
     if not (status.intact and status.valid):
         raise InputError(f"{path}: the signature of {info.subject} does not verify (the bundle was changed after signing)")
     if not trust:
-        return info, False
-    if not (status.trusted and _anchor_allowed(signer, status, trust)):
-        raise InputError(f"{path}: signed by {info.subject} (SHA-256 {info.sha256_fingerprint}), which no "
-                         "--trust certificate is or has issued as a CA")
-    return info, True
+        return info, None
+    reasons = trust_failures(signer, trust, embedded, when.moment)
+    if reasons or not status.trusted:
+        raise InputError(f"{path}: not trusted: " + "; ".join(reasons or [f"pyHanko's path validation rejects {info.subject}"]))
+    return info, trusted_line(signer, status.validation_path.trust_anchor.certificate)
 
 
-def _anchor_allowed(signer: x509.Certificate, status: object, trust: Sequence[x509.Certificate]) -> bool:
-    """The signer is a pinned trusted certificate, or its path ends at a trusted certificate that is a CA."""
-    if any(signer == cert for cert in trust):
-        return True
-    path = getattr(status, "validation_path", None)
-    anchor = getattr(getattr(getattr(path, "trust_anchor", None), "authority", None), "certificate", None)
-    if anchor is None:
-        return False
-    anchor_cert = x509.load_der_x509_certificate(anchor.dump())
-    try:
-        constraints = anchor_cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    return constraints.ca and any(anchor_cert == cert for cert in trust)
+def _claimed_time(signed: cms.SignedData) -> dt.datetime | None:
+    """The signingTime the signer states in its signed attributes (a claim, not evidence)."""
+    for attribute in signed["signer_infos"][0]["signed_attrs"]:
+        if attribute["type"].native == "signing_time":
+            return attribute["values"][0].native
+    return None

@@ -3,7 +3,10 @@
 The report is signed in memory as an incremental update of the rendered
 PDF/A-3b, so the rendered bytes (manifest attached) are exactly what the
 signature covers; the other side verifies it with :func:`verify_report` and a
-trust root, or independently with poppler's ``pdfsig``.
+trust root, or independently with poppler's ``pdfsig``.  A ``--trust``
+certificate vouches only as the signer's own (pinned, byte-identical) or as a
+CA on its path; certificates are checked at the signing moment
+(:mod:`audit.signature.trust`).
 
 Typical use::
 

@@ -5,13 +5,16 @@ status' ``bottom_line`` holds (intact, valid, trusted, time stamp if any, no
 illegal modifications), and any exception while validating is a failure.
 Two checks are added on top, because a report is a closed document: the
 signature must cover the whole file (nothing appended after signing, not even
-an update pyHanko would call harmless), and the attached files are read from
-the revision the signature covers, so what the caller compares is what the
-auditor signed.
+an update pyHanko would call harmless), the only unsigned bytes inside it (the
+zero padding of /Contents after the DER signature) must be zero, and the
+attached files are read from the revision the signature covers, so what the
+caller compares is what the auditor signed.  Which ``--trust`` certificates
+may vouch for the signer, and at which moment, is :mod:`audit.signature.trust`'s.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,21 +23,31 @@ from io import BytesIO
 from pathlib import Path
 from typing import NamedTuple
 
-from asn1crypto import x509 as asn1_x509
+from asn1crypto import parser as asn1_parser
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko.sign.validation.status import PdfSignatureStatus, SignatureCoverageLevel
-from pyhanko_certvalidator import ValidationContext
 
 from audit.errors import InputError
 from audit.signature.attachments import embedded_files
 from audit.signature.keys import CertificateInfo
+from audit.signature.trust import (
+    SigningMoment,
+    describe,
+    signing_moment,
+    trust_failures,
+    trusted_line,
+    validation_contexts,
+)
 
 KEY_USAGES = frozenset({"digital_signature", "non_repudiation"})
 """Either suffices: CA-issued signing certificates carry one or both."""
+PADDING_GAP = "exactly the /Contents hex string, in one case"
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+"""Clock skew allowed between the signer's machine and the verifier's."""
 
 
 class Check(NamedTuple):
@@ -55,6 +68,8 @@ class VerificationResult:
     trusted: bool
     covers_whole_file: bool
     signer: CertificateInfo | None
+    trust_anchor: CertificateInfo | None
+    """The --trust certificate that vouched for the signer (the signer's own when pinned)."""
     signing_time: datetime | None
     """As claimed by the signer (the signature dictionary's /M); not evidence by itself."""
     timestamp_time: datetime | None
@@ -89,7 +104,7 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
     a failed check.
     """
     data = _read(source)
-    roots = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in trust_certs or ()]
+    trust = list(trust_certs or ())
     failed = VerificationResult(
         checks=(),
         intact=False,
@@ -97,6 +112,7 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
         trusted=False,
         covers_whole_file=False,
         signer=None,
+        trust_anchor=None,
         signing_time=None,
         timestamp_time=None,
         attachments={},
@@ -109,7 +125,8 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
         signatures = reader.embedded_signatures
         if len(signatures) == 1:
             sig = signatures[0]
-            signer = CertificateInfo.of(x509.load_der_x509_certificate(sig.signer_cert.dump()))
+            signer_cert = x509.load_der_x509_certificate(sig.signer_cert.dump())
+            signer = CertificateInfo.of(signer_cert)
     except Exception as exc:  # a signature dictionary or CMS object that does not parse
         return replace(failed, checks=(Check("signature", False, f"the signature cannot be read: {_one_line(exc)}"),))
     if len(signatures) != 1:
@@ -118,31 +135,44 @@ def verify_pdf(source: str | Path | bytes, trust_certs: Sequence[x509.Certificat
         return replace(failed, checks=(Check("signature", False, message), *problem), attachments=files)
     signed_end = sig.byte_range[2] + sig.byte_range[3]
     signed_files, problem = _attachments(data[:signed_end])
+    now = dt.datetime.now(dt.timezone.utc)
     try:
+        when = signing_moment(sig, now)
+        signer_context, ts_context = validation_contexts(trust, sig.signer_cert, when)
         status = validate_pdf_signature(
             sig,
-            signer_validation_context=ValidationContext(trust_roots=roots, allow_fetching=False),
+            signer_validation_context=signer_context,
+            ts_validation_context=ts_context,
             key_usage_settings=KeyUsageConstraints(key_usage=set(KEY_USAGES)),
         )
-    except Exception as exc:  # pyHanko's judgement failed to form: that is a failed signature
-        check = Check("signature", False, f"signature of {signer.subject} could not be validated: {_one_line(exc)}")
+        embedded = [x509.load_der_x509_certificate(c.dump()) for c in sig.other_embedded_certs]
+        padding = _padding_check(data, sig)
+        trust_checks = _trust_checks(status, signer_cert, trust, embedded, when) if trust else (_untrusted(status),)
+    except Exception as exc:  # pyHanko's judgement (or a certificate fact) failed to form: a failed signature
+        message = f"signature of {describe(signer_cert)} could not be validated: {_one_line(exc)}"
+        check = Check("signature", False, message)
         return replace(failed, checks=(check, *problem), signer=signer, attachments=signed_files)
     whole = status.coverage == SignatureCoverageLevel.ENTIRE_FILE
+    trusted = all(check.ok for check in trust_checks)
     checks = (
-        _signature_check(status, signer),
+        _signature_check(status, signer_cert),
         Check("coverage", True, "the signature covers the whole file")
         if whole
         else _coverage_failure(data, signed_end, signed_files),
-        _trust_check(status, bool(roots)),
+        padding,
+        _time_check(status, when, now),
+        *trust_checks,
         *problem,
     )
+    anchor = status.validation_path.trust_anchor.certificate if trusted else None
     return VerificationResult(
         checks=checks,
         intact=status.intact,
         valid=status.valid,
-        trusted=status.trusted,
+        trusted=trusted,
         covers_whole_file=whole,
         signer=signer,
+        trust_anchor=CertificateInfo.of(x509.load_der_x509_certificate(anchor.dump())) if anchor else None,
         signing_time=status.signer_reported_dt,
         timestamp_time=status.timestamp_validity.timestamp if status.timestamp_validity else None,
         attachments=signed_files,
@@ -182,17 +212,54 @@ def verify_report(
     return ReportVerification(result.checks + (check,), manifest, result)
 
 
-def _signature_check(status: PdfSignatureStatus, signer: CertificateInfo) -> Check:
+def _signature_check(status: PdfSignatureStatus, signer: x509.Certificate) -> Check:
     if not status.intact:
         return Check("signature", False, "the signed bytes were changed after signing (digest mismatch)")
     if not status.valid:
-        return Check("signature", False, f"the signature value does not verify with {signer.subject}'s certificate")
+        return Check("signature", False, f"the signature value does not verify with the certificate {describe(signer)}")
     return Check(
         "signature",
         True,
         f"intact and cryptographically valid ({status.pkcs7_signature_mechanism}, {status.md_algorithm}), "
-        f"signed by {signer.subject}",
+        f"signed by {describe(signer)}",
     )
+
+
+def _padding_check(data: bytes, sig: EmbeddedPdfSignature) -> Check:
+    """The gap between the signed byte ranges is the /Contents hex string, and its padding is zero.
+
+    The gap is the only part of the file the signature cannot cover; pyHanko
+    reads the DER signature from its start and ignores what follows it, so
+    bytes there could carry anything unnoticed.
+    """
+    contents = sig.pkcs7_content
+    gap = data[sig.byte_range[1] : sig.byte_range[2]]
+    hex_forms = {b"<" + contents.hex().encode() + b">", b"<" + contents.hex().upper().encode() + b">"}
+    if gap not in hex_forms:
+        return Check("padding", False, f"the unsigned gap between the signed byte ranges is not {PADDING_GAP}")
+    _, _, _, header, body, trailer = asn1_parser.parse(contents)
+    der_length = len(header) + len(body) + len(trailer)
+    padding = contents[der_length:]
+    nonzero = len(padding) - padding.count(0)
+    if nonzero:
+        return Check(
+            "padding",
+            False,
+            f"padding not zero: {nonzero} of the {len(padding)} unsigned bytes after the {der_length}-byte DER "
+            "signature in /Contents are not zero",
+        )
+    message = f"the {len(padding)} unsigned bytes after the {der_length}-byte DER signature are all zero"
+    return Check("padding", True, message)
+
+
+def _time_check(status: PdfSignatureStatus, when: SigningMoment, now: datetime) -> Check:
+    """The moment certificates are checked at: plausible, and the one pyHanko validated the token for."""
+    ts = status.timestamp_validity
+    if when.source == "time stamp" and (ts is None or ts.timestamp != when.moment):
+        return Check("time", False, "the time-stamp token pyHanko validated is not the one that fixed the signing time")
+    if when.moment > now + FUTURE_TOLERANCE:
+        return Check("time", False, f"the signing time {when.moment:%Y-%m-%d %H:%M:%S} UTC is in the future")
+    return Check("time", True, f"certificates checked at the signing time: {when.describe()}")
 
 
 def _coverage_failure(data: bytes, signed_end: int, signed_files: Mapping[str, bytes]) -> Check:
@@ -212,21 +279,38 @@ def _coverage_failure(data: bytes, signed_end: int, signed_files: Mapping[str, b
     )
 
 
-def _trust_check(status: PdfSignatureStatus, have_roots: bool) -> Check:
-    if status.bottom_line:
-        anchor = status.validation_path.trust_anchor.authority.name.human_friendly
-        return Check("trust", True, f"the signer's certificate is trusted (trust root: {anchor})")
+def _untrusted(status: PdfSignatureStatus) -> Check:
     if not (status.intact and status.valid):
         return Check("trust", False, "not trusted: the signature itself is not valid")
-    if not have_roots:
-        return Check("trust", False, "valid but untrusted: no trust root given (pass the auditor's certificate to --trust)")
-    if not status.trusted:
-        problem = status.trust_problem_indic.name if status.trust_problem_indic else "no path to a trust root"
-        return Check("trust", False, f"untrusted: the signer's certificate does not chain to a given trust root ({problem})")
+    return Check("trust", False, "valid but untrusted: no trust root given (pass the auditor's certificate to --trust)")
+
+
+def _trust_checks(
+    status: PdfSignatureStatus,
+    signer: x509.Certificate,
+    trust: Sequence[x509.Certificate],
+    embedded: Sequence[x509.Certificate],
+    when: SigningMoment,
+) -> tuple[Check, ...]:
+    """One passing line naming signer and anchor, or one failing line per reason.
+
+    pyHanko decides (its bottom line); the certificate facts only name the
+    reasons, and any one of them fails the check even if pyHanko passed.
+    """
+    if not (status.intact and status.valid):
+        return (_untrusted(status),)
+    reasons = trust_failures(signer, trust, embedded, when.moment)
+    if not (status.trusted or reasons):
+        indication = status.trust_problem_indic.name if status.trust_problem_indic else "no validation path"
+        reasons.append(f"pyHanko's path validation rejects {describe(signer)} ({indication})")
     ts = status.timestamp_validity
     if ts is not None and not (ts.intact and ts.valid and ts.trusted):
-        return Check("trust", False, "the time-stamp token is invalid or its authority is not among the trust roots")
-    return Check("trust", False, "pyHanko's bottom line is negative: changes made after signing are not permitted")
+        reasons.append("the time-stamp token is invalid or its authority is not among the --trust certificates")
+    if not (reasons or status.bottom_line):
+        reasons.append("pyHanko's bottom line is negative: changes made after signing are not permitted")
+    if reasons:
+        return tuple(Check("trust", False, reason) for reason in reasons)
+    return (Check("trust", True, trusted_line(signer, status.validation_path.trust_anchor.certificate)),)
 
 
 def _attachments(data: bytes) -> tuple[dict[str, bytes], tuple[Check, ...]]:
