@@ -52,7 +52,7 @@ def derive(source: Path, target: Path, transform: Callable[[Tensors], Tensors]) 
 def load_model(path: Path) -> Model:
     """Roles and vocabulary; the checkpoint stays open for the test's lifetime (memory-mapped)."""
     checkpoint = open_checkpoint(path)
-    return Model(assign_roles(checkpoint), checkpoint.vocab)
+    return Model(assign_roles(checkpoint), checkpoint.vocab, checkpoint.vocabulary)
 
 
 def layer_tensors(tensors: Tensors) -> dict[int, dict[str, str]]:

@@ -184,7 +184,7 @@ def compare_against(
 
 def _load(label: str, path: str | Path, checkpoint: Checkpoint) -> tuple[ModelInfo, Model]:
     roles = assign_roles(checkpoint)
-    return ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth), Model(roles, checkpoint.vocab)
+    return ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth), Model(roles, checkpoint.vocab, checkpoint.vocabulary)
 
 
 def run_method(

@@ -17,6 +17,7 @@ of that shape, arrays only):
 from __future__ import annotations
 
 from audit.errors import InputError
+from audit.methods.aligned_match import AlignedMatch
 from audit.methods.attn_std import AttnStd, AttnStdDetrended
 from audit.methods.base import Fingerprint, Inapplicable, Method, Model
 from audit.methods.neuron_match import NeuronMatch
@@ -25,7 +26,7 @@ from audit.methods.pcs import Pcs
 from audit.methods.robust_match import RobustMatch
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (AttnStd, AttnStdDetrended, Norm, Pcs, NeuronMatch, RobustMatch)
+    cls.name: cls for cls in (AttnStd, AttnStdDetrended, Norm, Pcs, NeuronMatch, RobustMatch, AlignedMatch)
 }
 
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from audit.atomic import write_atomic
+from audit.checkpoint.vocabulary import Vocabulary
 from audit.errors import InputError
 from audit.roles import RoleMap
 from audit.stats import TestResult
@@ -34,10 +35,16 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same content, sam
 
 @dataclass(frozen=True)
 class Model:
-    """What methods read from a checkpoint: its roles and, when shipped, its vocabulary."""
+    """What methods read from a checkpoint: its roles and, when shipped, its vocabulary.
+
+    ``vocab`` maps token strings to ids; ``vocabulary`` is the same tokenizer
+    read in full (decoded token texts), which aligning across different
+    tokenizers needs.
+    """
 
     roles: RoleMap
     vocab: Mapping[str, int] | None = None
+    vocabulary: Vocabulary | None = None
 
 
 @dataclass(frozen=True)
