@@ -132,6 +132,18 @@ def _figures(method: Mapping[str, Any], labels: tuple[str, str]) -> list[dict]:
         figures.append({"svg": plots.layer_profiles(profile_a, profile_b, labels[0], labels[1], "std of weights"),
                         "caption": "Per-layer standard deviation of the q, k, v, o projections of both models "
                                    "(before z-scoring), over normalised depth.", "css": ""})
+    mapping = details.get("layer_map")
+    if isinstance(mapping, dict) and mapping.get("evidence"):
+        named = []
+        if mapping.get("dropped_a"):
+            named.append(f"layers of A absent from the map (dropped): {', '.join(map(str, mapping['dropped_a']))}")
+        if mapping.get("duplicated_a"):
+            named.append(f"layers of A mapped more than once (duplicated): {', '.join(map(str, mapping['duplicated_a']))}")
+        figures.append({"svg": plots.layer_map(mapping["evidence"], mapping["layers_a"], mapping["layers_b"],
+                                               mapping["path"], labels[0], labels[1]),
+                        "caption": f"{name}: evidence (-log10 p) for every pair of layers, with the monotone layer map "
+                                   "through the pairs that stay significant after the correction for the search"
+                                   + (f"; {'; '.join(named)}." if named else "."), "css": ""})
     layers = details.get("layers")
     if isinstance(layers, list) and layers and "log10_pvalue" in layers[0]:
         figures.append({"svg": plots.layer_evidence([l["log10_pvalue"] for l in layers]),
