@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from audit import assign_roles, open_checkpoint
-from audit.accuracy import accuracy_rows, load_zoo, markdown_table, pivot_table
+from audit.testing.accuracy import accuracy_rows, markdown_table, pivot_table
+from audit.zoo import load_zoo
 from audit.atomic import write_atomic
 from audit.auditor import assess, population_calibration
 from audit.baselines import Population

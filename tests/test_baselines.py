@@ -20,7 +20,7 @@ def test_population_folder_holds_small_fingerprints_and_metadata(world):
     population = Population.open(root / "population")
     assert population.name == "synthetic" and population.seed == 3 and len(population.members) == MEMBERS
     member = population.members["m0"]
-    assert member.source == "audit.synth" and member.licence == "CC0"
+    assert member.source == "audit.testing.synth" and member.licence == "CC0"
     assert member.architecture["depth"] == 4 and member.architecture["hidden"] == 32
     assert set(member.files) == {"model.safetensors", "config.json", "tokenizer.json"}
     for kind in member.fingerprints:

@@ -10,7 +10,7 @@ from methods_support import build, derive, finetune
 from audit.compare import compare_models
 from audit.stats import format_pvalue
 from audit.methods import REGISTRY
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 DIMS = Dims(layers=5, hidden=16, mlp=32, heads=2, vocab=40)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.accuracy import load_zoo
+from audit.zoo import load_zoo
 from audit.atomic import write_atomic
 from audit.auditor import run_audit
 from audit.errors import InputError

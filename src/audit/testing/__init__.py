@@ -1,0 +1,2 @@
+"""Test fixtures and benchmark tables: synthetic checkpoints (:mod:`.synth`), accuracy on a labelled zoo
+(:mod:`.accuracy`).  Nothing here is imported by the command line or the audit itself."""
