@@ -45,7 +45,7 @@ def _population(zoo, baseline: Path | None, workdir: Path) -> Population:
     if baseline is not None:
         return Population.open(baseline)
     roots = sorted(name for name, label in zoo.labels.items() if not label.get("parent"))
-    population = Population.open_or_create(workdir / "population", f"{zoo.root.name}-independent")
+    population = Population.open_or_create(workdir / "population", name=f"{zoo.root.name}-independent")
     population.add([zoo.model_path(n) for n in roots], names=roots)
     return population
 

@@ -38,7 +38,7 @@ def world(tmp_path_factory):
     dims = Dims(layers=4, hidden=32, mlp=64, heads=4, vocab=40)
     root = tmp_path_factory.mktemp("world")
     paths = [make_checkpoint(root / f"m{i}", "llama", dims, seed=100 + i, tokenizer=True).path for i in range(WORLD_MEMBERS)]
-    population = Population.open_or_create(root / "population", "synthetic", seed=3)
+    population = Population.open_or_create(root / "population", name="synthetic", seed=3)
     population.add(paths, workers=1, source="audit.testing.synth", licence="CC0", notes="independent random inits")
     suspect = make_checkpoint(root / "suspect", "llama", dims, seed=100, perturb=(7, 0.3), tokenizer=True).path  # m0 + noise
     stranger = make_checkpoint(root / "stranger", "llama", dims, seed=999, tokenizer=True).path

@@ -8,6 +8,7 @@ import pytest
 from methods_support import build, derive, finetune
 
 from audit.compare import compare_models
+from audit.format.json import comparison_doc, dumps
 from audit.stats import format_pvalue
 from audit.methods import REGISTRY
 from audit.testing.synth import Dims, make_checkpoint
@@ -53,12 +54,12 @@ def test_same_seed_same_bytes(pair, tmp_path, run_cli):
 def test_inapplicable_methods_say_why(tmp_path):
     a = make_checkpoint(tmp_path / "a", "llama", DIMS, seed=1).path  # no tokenizer.json
     b = make_checkpoint(tmp_path / "b", "llama", Dims(layers=7, hidden=16, mlp=32, heads=2, vocab=40), seed=2).path
-    comparison = compare_models(a, b, ["attn-std", "neuron-match", "robust-match"])
+    comparison = compare_models(a, b, methods=["attn-std", "neuron-match", "robust-match"])
     by_name = {o.method.name: o for o in comparison.outcomes}
     assert by_name["attn-std"].applicable
     assert not by_name["neuron-match"].applicable and "depths differ (5 vs 7" in by_name["neuron-match"].reason
     assert "no tokenizer.json" in by_name["robust-match"].reason
-    doc = json.loads(comparison.to_json())
+    doc = json.loads(dumps(comparison_doc(comparison)))
     assert doc["methods"][2]["applicable"] is False and doc["methods"][2]["pvalue"] is None
 
 
