@@ -16,6 +16,7 @@ from audit.auditor import DEFAULT_ALPHA, evaluate_statistic, format_audit, forma
 from audit.baselines import Population
 from audit.baselines.display import format_matrix, format_members, format_outdated
 from audit.checkpoint import open_checkpoint
+from audit.checkpoint.hashing import HASH_CACHE_ENV, hash_cache_from
 from audit.compare import compare_models, format_table
 from audit.demo import run_demo
 from audit.errors import AuditError
@@ -67,13 +68,14 @@ def _method_names(items: Sequence[str] | None) -> list[str] | None:
 def _compare(args: argparse.Namespace) -> int:
     names = _method_names(args.methods)
     params = {name: {"budget": args.budget} for name in ("neuron-match", "robust-match")} if args.budget else None
+    cache = hash_cache_from(args.hash_cache)
     if args.baseline is None:
-        comparison = compare_models(args.a, args.b, names, seed=args.seed or 0, params=params)
+        comparison = compare_models(args.a, args.b, names, seed=args.seed or 0, params=params, hash_cache=cache)
         if args.json:
             comparison.write_json(args.json)
         print(format_table(comparison))
         return 0
-    audit = run_audit(args.a, args.b, args.baseline, names, args.seed, args.alpha, params)
+    audit = run_audit(args.a, args.b, args.baseline, names, args.seed, args.alpha, params, hash_cache=cache)
     if args.json:
         audit.write_json(args.json)
     print(format_audit(audit))
@@ -135,7 +137,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    rows = scan(args.suspect, args.candidates, args.baseline, _method_names(args.methods), args.seed, args.alpha)
+    rows = scan(args.suspect, args.candidates, args.baseline, _method_names(args.methods), args.seed, args.alpha,
+                hash_cache=hash_cache_from(args.hash_cache))
     print(format_scan(rows, args.alpha))
     return 0
 
@@ -178,6 +181,12 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def _hash_cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hash-cache", action="store_true",
+                        help="reuse SHA-256 of unchanged files from the user cache dir (also: "
+                             f"{HASH_CACHE_ENV}=1); results mark each cached hash; signed reports always hash fresh")
+
+
 def _audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", metavar="DIR", help="baseline population of independently trained models")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level (default {DEFAULT_ALPHA})")
@@ -207,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--budget", type=int, metavar="BYTES",
                          help="fingerprint byte budget of neuron-match and robust-match (larger: more power)")
     _audit_options(compare)
+    _hash_cache_option(compare)
     compare.set_defaults(run=_compare)
 
     baseline = commands.add_parser("baseline", help="build and inspect baseline populations of independent models")
@@ -261,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan_.add_argument("candidates", nargs="+", help="candidate checkpoints")
     scan_.add_argument("--methods", nargs="+", metavar="NAME")
     _audit_options(scan_)
+    _hash_cache_option(scan_)
     scan_.set_defaults(run=_scan)
 
     report = commands.add_parser("report", help="audit a pair and write the signed PDF report")

@@ -24,6 +24,7 @@ import numpy as np
 from audit import __version__
 from audit.atomic import write_atomic
 from audit.checkpoint import Checkpoint, open_checkpoint
+from audit.checkpoint.hashing import HashCache
 from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
 from audit.parallel import progress
 from audit.roles import assign_roles
@@ -35,13 +36,19 @@ SIGNIFICANT_DIGITS = 12
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Where a model came from: the path as given and the SHA-256 of every file."""
+    """Where a model came from: the path as given, the SHA-256 of every file and how each was obtained."""
 
     label: str
     path: str
     files: Mapping[str, str]
     family: str
     depth: int
+    hashed: Mapping[str, str] = dataclasses.field(default_factory=dict)  # file -> "fresh" | "cache"
+
+    @property
+    def fresh(self) -> bool:
+        """Every file hashed now, none taken from the hash cache (what a signed report requires)."""
+        return all(self.hashed.get(name, "fresh") == "fresh" for name in self.files)
 
     @property
     def sha256(self) -> str:
@@ -51,6 +58,7 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "path": self.path, "sha256": self.sha256, "files": dict(self.files),
+                "hashed": {name: self.hashed.get(name, "fresh") for name in self.files},
                 "family": self.family, "depth": self.depth}
 
 
@@ -105,6 +113,8 @@ class Comparison:
                 "pvalue": "one-sided (upper tail: more similar than independent models); a float, so it reads 0.0 "
                           "below about 1e-308, where log10_pvalue stays exact",
                 "models.sha256": "SHA-256 of the sha256sum-style listing of the model's files",
+                "models.hashed": "per file: 'fresh' (hashed in this run) or 'cache' (from the opt-in hash cache, "
+                                 "keyed by device, inode, size and modification time)",
                 "floats": f"rounded to {SIGNIFICANT_DIGITS} significant digits",
             },
             "models": [m.to_dict() for m in self.models],
@@ -145,9 +155,14 @@ def compare_models(
     methods: Sequence[str] | None = None,
     seed: int = 0,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    hash_cache: HashCache | None = None,
 ) -> Comparison:
-    """Run ``methods`` (default: all) on the pair; ``params`` overrides method parameters by method name."""
-    with closing(compare_against(path_a, [path_b], methods, seed, params)) as comparisons:
+    """Run ``methods`` (default: all) on the pair; ``params`` overrides method parameters by method name.
+
+    ``hash_cache`` lets unchanged files' SHA-256 come from the cache (each is marked so in the result).
+    """
+    with closing(compare_against(path_a, [path_b], methods, seed, params, hash_cache=hash_cache)) as comparisons:
         return next(comparisons)
 
 
@@ -157,20 +172,26 @@ def compare_against(
     methods: Sequence[str] | None = None,
     seed: int = 0,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    hash_cache: HashCache | None = None,
 ) -> Iterator[Comparison]:
     """One :func:`compare_models` per model in ``paths_b``, A opened and fingerprinted once.
 
     Scanning a suspect against many candidates reads the suspect's weights
     once per fingerprint kind, not once per candidate; each candidate is
     opened only while it is compared, so memory does not grow with their number.
+    Both models' files are hashed on background threads while the methods
+    read their tensors (see :mod:`audit.checkpoint.hashing`).
     """
     chosen = [get_method(name, **dict((params or {}).get(name, {}))) for name in method_list(methods)]
     cache: dict[tuple, Fingerprint] = {}
     with open_checkpoint(path_a) as checkpoint_a:
-        info_a, model_a = _load("A", path_a, checkpoint_a)
+        checkpoint_a.start_hashing(cache=hash_cache)
+        model_a = _model(checkpoint_a)
         for path_b in paths_b:
             with open_checkpoint(path_b) as checkpoint_b:
-                info_b, model_b = _load("B", path_b, checkpoint_b)
+                checkpoint_b.start_hashing(cache=hash_cache)
+                model_b = _model(checkpoint_b)
                 for slot in [slot for slot in cache if slot[0] == "B"]:
                     del cache[slot]  # the previous candidate's fingerprints
                 outcomes = []
@@ -179,12 +200,18 @@ def compare_against(
                         bar.set_postfix_str(method.name)
                         outcomes.append(run_method(method, [("A", model_a), ("B", model_b)], seed, cache))
                         bar.update()
-                yield Comparison((info_a, info_b), seed, tuple(outcomes))
+                infos = (_info("A", path_a, checkpoint_a, model_a), _info("B", path_b, checkpoint_b, model_b))
+                yield Comparison(infos, seed, tuple(outcomes))
 
 
-def _load(label: str, path: str | Path, checkpoint: Checkpoint) -> tuple[ModelInfo, Model]:
-    roles = assign_roles(checkpoint)
-    return ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth), Model(roles, checkpoint.vocab)
+def _model(checkpoint: Checkpoint) -> Model:
+    return Model(assign_roles(checkpoint), checkpoint.vocab)
+
+
+def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) -> ModelInfo:
+    hashes = checkpoint.hashes()
+    return ModelInfo(label, str(path), {n: h.sha256 for n, h in hashes.items()}, model.roles.family, model.roles.depth,
+                     {n: h.source for n, h in hashes.items()})
 
 
 def run_method(
@@ -217,7 +244,8 @@ def run_method(
 
 def format_table(comparison: Comparison) -> str:
     """The human-readable summary `audit compare` prints."""
-    lines = [f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]})" for m in comparison.models]
+    lines = [f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]}"
+             f"{'' if m.fresh else ', file hashes from the hash cache'})" for m in comparison.models]
     lines += [f"seed: {comparison.seed}", ""]
     header = ("method", "statistic", "p-value", "model-based p", "null", "notes")
     rows = []
