@@ -24,7 +24,7 @@ from audit.checkpoint.hashing import (
 from audit.compare import compare_models
 from audit.errors import AuditError, InputError
 from audit.report.build import write_report
-from audit.synth import Dims
+from audit.testing.synth import Dims
 
 DIMS = Dims(layers=3, hidden=16, mlp=32, heads=2, vocab=40)
 AN_HOUR_AGO = time.time() - 3600
@@ -152,12 +152,12 @@ def test_compare_marks_cached_hashes(pair, run_cli, tmp_path, monkeypatch):
 
 def test_signed_report_refuses_cached_hashes(pair, tmp_path):
     cache = HashCache(tmp_path / "cache")
-    compare_models(*pair, ["attn-std"], hash_cache=cache)
+    compare_models(*pair, methods=["attn-std"], hash_cache=cache)
     audit = run_audit(*pair, methods=["attn-std"], hash_cache=cache)
     assert {h for m in audit.comparison.models for h in m.hashed.values()} == {"cache"}
     out = tmp_path / "report.pdf"
     with pytest.raises(InputError, match="a signed report hashes every file fresh"):
-        write_report(audit, None, out, "case", "audit report", "audit verify")
+        write_report(audit, out, key=None, case_id="case", command="audit report", verify_command="audit verify")
     assert not out.exists()
     fresh = run_audit(*pair, methods=["attn-std"])
     assert all(m.fresh for m in fresh.comparison.models)

@@ -17,13 +17,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from audit.atomic import write_atomic
 from audit.auditor import Audit
+from audit.baselines import PairTable
 from audit.checkpoint import open_checkpoint
-from audit.compare import canonical
 from audit.errors import InputError
+from audit.format.json import audit_doc, canonical
 from audit.inspection import summarize
 from audit.report import plots
 from audit.report.render import MANIFEST_NAME, html_to_pdf, render_html
@@ -48,7 +48,7 @@ def describe_inputs(audit: Audit) -> list[dict]:
     described = []
     for info in audit.comparison.models:
         with open_checkpoint(info.path) as checkpoint:
-            summary = summarize(checkpoint, assign_roles(checkpoint), hashes=False).to_dict()
+            summary = dataclasses.asdict(summarize(checkpoint, assign_roles(checkpoint), hashes=False))
             sizes = {str(f.path.relative_to(checkpoint.directory)): f.size for f in checkpoint.files}
             config = checkpoint.config or {}
         described.append({
@@ -85,7 +85,7 @@ def build_manifest(audit: Audit, key: AuditorKey, case_id: str, command: str, da
         "case": {"id": case_id, "date": (date or dt.datetime.now(dt.timezone.utc).date()).isoformat(), "command": command},
         "auditor": {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in dataclasses.asdict(info).items()},
         "versions": versions(),
-        "audit": audit.to_dict(),
+        "audit": audit_doc(audit),
         "inputs": describe_inputs(audit),
         "baseline_members": members,
         "baseline_pairs": _pair_tables(audit),
@@ -154,12 +154,9 @@ def _figures(method: Mapping[str, Any], labels: tuple[str, str]) -> list[dict]:
 
 def _heatmaps(manifest: Mapping[str, Any]) -> list[dict]:
     members = [m["name"] for m in manifest["baseline_members"]]
-    index = {name: i for i, name in enumerate(members)}
     figures = []
     for method, table in manifest["baseline_pairs"].items():
-        matrix = np.full((len(members), len(members)), np.nan)
-        for (a, b), value in zip(table["pairs"], table["statistics"]):
-            matrix[index[a], index[b]] = matrix[index[b], index[a]] = value
+        matrix = PairTable.from_dict(method, table).matrix(members)
         figures.append({"svg": plots.similarity_heatmap(matrix, members, f"{method} between baseline models"),
                         "caption": f"{method} for every pair of baseline models (blank: not comparable, e.g. different depths)."})
     return figures
@@ -224,8 +221,9 @@ def render_report(manifest: Mapping[str, Any], manifest_bytes: bytes) -> bytes:
 
 def write_report(
     audit: Audit,
-    key: AuditorKey,
     out: str | Path,
+    *,
+    key: AuditorKey,
     case_id: str,
     command: str,
     verify_command: str,
