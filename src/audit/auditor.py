@@ -15,6 +15,7 @@ import numpy as np
 
 from audit import DEFAULT_ALPHA
 from audit.baselines import PairTable, Population
+from audit.checkpoint.hashing import HashCache
 from audit.compare import Comparison, MethodOutcome, compare_against, compare_models
 from audit.errors import InputError
 from audit.evidence import (
@@ -108,14 +109,18 @@ def run_audit(
     seed: int | None = None,
     alpha: float = DEFAULT_ALPHA,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    hash_cache: HashCache | None = None,
 ) -> Audit:
     """Compare ``path_a`` and ``path_b``; with a baseline, weigh every method against it and decide.
 
     ``params`` overrides method parameters (not with a baseline, whose
-    fingerprints were made with the defaults).
+    fingerprints were made with the defaults).  ``hash_cache``: see
+    :func:`audit.compare.compare_models` (a signed report refuses cached hashes).
     """
     base = _population(baseline)
-    return assess(compare_models(path_a, path_b, methods=methods, seed=_audit_seed(base, seed, params, alpha), params=params), base, alpha)
+    seed = _audit_seed(base, seed, params, alpha)
+    return assess(compare_models(path_a, path_b, methods=methods, seed=seed, params=params, hash_cache=hash_cache),
+                  base, alpha)
 
 
 def _audit_seed(base: Population | None, seed: int | None, params: Mapping | None, alpha: float) -> int:
@@ -211,13 +216,15 @@ class ScanRow:
 
 
 def scan(suspect: str | Path, candidates: Sequence[str | Path], *, baseline: Population | str | Path | None = None,
-         methods: Sequence[str] | None = None, seed: int | None = None, alpha: float = DEFAULT_ALPHA) -> list[ScanRow]:
+         methods: Sequence[str] | None = None, seed: int | None = None, alpha: float = DEFAULT_ALPHA,
+         hash_cache: HashCache | None = None) -> list[ScanRow]:
     """Audit ``suspect`` against each candidate; rank by combined p, Benjamini-Hochberg across candidates.
 
-    The suspect is opened and fingerprinted once for all candidates.
+    The suspect is opened, hashed and fingerprinted once for all candidates.
     """
     base = _population(baseline)
-    comparisons = compare_against(suspect, candidates, methods=methods, seed=_audit_seed(base, seed, None, alpha))
+    comparisons = compare_against(suspect, candidates, methods=methods, seed=_audit_seed(base, seed, None, alpha),
+                                  hash_cache=hash_cache)
     audits = [assess(comparison, base, alpha) for comparison in comparisons]
     log10 = [a.verdict.log10_pvalue for a in audits]
     known = [i for i, p in enumerate(log10) if p is not None]

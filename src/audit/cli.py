@@ -78,7 +78,8 @@ def _compare(args: argparse.Namespace) -> int:
         params = tunable(names, budget=args.budget) if args.budget is not None else None
         if params == {}:
             args.error("--budget: none of the chosen methods has a fingerprint budget")
-        comparison = compare_models(args.a, args.b, methods=names, seed=args.seed or 0, params=params)
+        comparison = compare_models(args.a, args.b, methods=names, seed=args.seed or 0, params=params,
+                                    hash_cache=_hash_cache(args))
         if args.json:
             write_json(args.json, comparison_doc(comparison))
         print(format_comparison(comparison))
@@ -87,7 +88,8 @@ def _compare(args: argparse.Namespace) -> int:
         args.error("--budget cannot be used with --baseline: the population's fingerprints were made with the default budget")
     from audit.auditor import run_audit
 
-    audit = run_audit(args.a, args.b, baseline=args.baseline, methods=names, seed=args.seed, alpha=_alpha(args))
+    audit = run_audit(args.a, args.b, baseline=args.baseline, methods=names, seed=args.seed, alpha=_alpha(args),
+                      hash_cache=_hash_cache(args))
     if args.json:
         write_json(args.json, audit_doc(audit))
     print(format_audit(audit))
@@ -166,7 +168,7 @@ def _scan(args: argparse.Namespace) -> int:
     from audit.format.text import format_scan
 
     rows = scan(args.suspect, args.candidates, baseline=args.baseline, methods=_method_names(args.methods),
-                seed=args.seed, alpha=_alpha(args))
+                seed=args.seed, alpha=_alpha(args), hash_cache=_hash_cache(args))
     print(format_scan(rows, _alpha(args)))
     return 0
 
@@ -226,6 +228,18 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def _hash_cache(args: argparse.Namespace):
+    from audit.checkpoint.hashing import hash_cache_from
+
+    return hash_cache_from(args.hash_cache)
+
+
+def _hash_cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hash-cache", action="store_true",
+                        help="reuse SHA-256 of unchanged files from the user cache dir (also: AUDIT_HASH_CACHE=1); "
+                             "results mark each cached hash; signed reports always hash fresh")
+
+
 def _audit_options(parser: argparse.ArgumentParser) -> None:
     """Options of every command that runs an audit (compare, scan, report)."""
     parser.add_argument("--methods", nargs="+", metavar="NAME", help="methods to run (default: all), e.g. pcs norm")
@@ -257,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("a", help="model A: a .safetensors file, a model directory or a shard index")
     compare.add_argument("b", help="model B")
     _audit_options(compare)
+    _hash_cache_option(compare)
     compare.add_argument("--json", metavar="FILE", help="also write the results document (JSON) to FILE")
     compare.add_argument("--budget", type=int, metavar="BYTES",
                          help="fingerprint byte budget of the methods that have one (larger: more power; not with --baseline)")
@@ -310,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan_.add_argument("suspect")
     scan_.add_argument("candidates", nargs="+", help="candidate checkpoints")
     _audit_options(scan_)
+    _hash_cache_option(scan_)
 
     report = _command(commands, "report", _report, help="audit a pair and write the signed PDF report")
     report.add_argument("a")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from audit.checkpoint import Checkpoint, open_checkpoint
-from audit.checkpoint.hashing import listing_digest
+from audit.checkpoint.hashing import HashCache, listing_digest
 from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
 from audit.parallel import progress
 from audit.roles import assign_roles
@@ -24,13 +24,19 @@ from audit.stats import TestResult, derive_seed
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Where a model came from: the path as given and the SHA-256 of every file."""
+    """Where a model came from: the path as given, the SHA-256 of every file and how each was obtained."""
 
     label: str
     path: str
     files: Mapping[str, str]
     family: str
     depth: int
+    hashed: Mapping[str, str] = field(default_factory=dict)  # file -> "fresh" | "cache"
+
+    @property
+    def fresh(self) -> bool:
+        """Every file hashed now, none taken from the hash cache (what a signed report requires)."""
+        return all(self.hashed.get(name, "fresh") == "fresh" for name in self.files)
 
     @property
     def sha256(self) -> str:
@@ -71,9 +77,14 @@ def compare_models(
     methods: Sequence[str] | None = None,
     seed: int = 0,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    hash_cache: HashCache | None = None,
 ) -> Comparison:
-    """Run ``methods`` (default: all) on the pair; ``params`` overrides method parameters by method name."""
-    with closing(compare_against(path_a, [path_b], methods=methods, seed=seed, params=params)) as comparisons:
+    """Run ``methods`` (default: all) on the pair; ``params`` overrides method parameters by method name.
+
+    ``hash_cache`` lets unchanged files' SHA-256 come from the cache (each is marked so in the result).
+    """
+    with closing(compare_against(path_a, [path_b], methods=methods, seed=seed, params=params,
+                                 hash_cache=hash_cache)) as comparisons:
         return next(comparisons)
 
 
@@ -84,20 +95,25 @@ def compare_against(
     methods: Sequence[str] | None = None,
     seed: int = 0,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    hash_cache: HashCache | None = None,
 ) -> Iterator[Comparison]:
     """One :func:`compare_models` per model in ``paths_b``, A opened and fingerprinted once.
 
     Scanning a suspect against many candidates reads the suspect's weights
     once per fingerprint kind, not once per candidate; each candidate is
     opened only while it is compared, so memory does not grow with their number.
+    Both models' files are hashed on background threads while the methods
+    read their tensors (see :mod:`audit.checkpoint.hashing`).
     """
     chosen = [get_method(name, **dict((params or {}).get(name, {}))) for name in method_list(methods)]
     cache: dict[tuple, Fingerprint] = {}
     with open_checkpoint(path_a) as checkpoint_a:
-        info_a, model_a = _load("A", path_a, checkpoint_a)
+        checkpoint_a.start_hashing(cache=hash_cache)
+        model_a = _model(checkpoint_a)
         for path_b in paths_b:
             with open_checkpoint(path_b) as checkpoint_b:
-                info_b, model_b = _load("B", path_b, checkpoint_b)
+                checkpoint_b.start_hashing(cache=hash_cache)
+                model_b = _model(checkpoint_b)
                 for slot in [slot for slot in cache if slot[0] == "B"]:
                     del cache[slot]  # the previous candidate's fingerprints
                 outcomes = []
@@ -106,12 +122,18 @@ def compare_against(
                         bar.set_postfix_str(method.name)
                         outcomes.append(run_method(method, [("A", model_a), ("B", model_b)], seed, cache))
                         bar.update()
-                yield Comparison((info_a, info_b), seed, tuple(outcomes))
+                infos = (_info("A", path_a, checkpoint_a, model_a), _info("B", path_b, checkpoint_b, model_b))
+                yield Comparison(infos, seed, tuple(outcomes))
 
 
-def _load(label: str, path: str | Path, checkpoint: Checkpoint) -> tuple[ModelInfo, Model]:
-    roles = assign_roles(checkpoint)
-    return ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth), Model(roles, checkpoint.vocab)
+def _model(checkpoint: Checkpoint) -> Model:
+    return Model(assign_roles(checkpoint), checkpoint.vocab)
+
+
+def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) -> ModelInfo:
+    hashes = checkpoint.hashes()
+    return ModelInfo(label, str(path), {n: h.sha256 for n, h in hashes.items()}, model.roles.family, model.roles.depth,
+                     {n: h.source for n, h in hashes.items()})
 
 
 def run_method(

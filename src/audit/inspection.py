@@ -74,6 +74,8 @@ def _first_expert_width(roles: RoleMap, shared: bool) -> int | None:
 
 def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check_finite: bool = False) -> ModelSummary:
     """Summarise ``checkpoint``; ``check_finite`` scans every float tensor for NaN/Inf."""
+    if hashes:
+        checkpoint.start_hashing()  # on background threads while the tensors are scanned
     if check_finite:
         for stored in checkpoint.tensors.values():
             if is_float(stored.dtype):
@@ -84,6 +86,7 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
     embed = roles.globals.get("embed")
     hidden = embed.shape[1] if embed is not None else _first_shape(roles, "attn.q", 1)
     floats = [t for t in checkpoint.tensors.values() if is_float(t.dtype)]
+    digests = checkpoint.file_hashes() if hashes else {}
     return ModelSummary(
         path=str(checkpoint.path),
         family=roles.family,
@@ -112,8 +115,8 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
         ignored=list(roles.ignored),
         unassigned=list(roles.unassigned),
         files=[
-            FileSummary(str(f.path.relative_to(checkpoint.directory)), f.role, f.size, f.sha256 if hashes else None)
-            for f in checkpoint.files
+            FileSummary(name, f.role, f.size, digests[name] if hashes else None)
+            for f in checkpoint.files for name in [str(f.path.relative_to(checkpoint.directory))]
         ],
         warnings=list(checkpoint.warnings),
     )

@@ -72,6 +72,7 @@ def result_doc(result) -> dict:
 def model_doc(info) -> dict:
     """A :class:`~audit.compare.ModelInfo`."""
     return {"label": info.label, "path": info.path, "sha256": info.sha256, "files": dict(info.files),
+            "hashed": {name: info.hashed.get(name, "fresh") for name in info.files},
             "family": info.family, "depth": info.depth}
 
 
@@ -111,6 +112,8 @@ def comparison_doc(comparison) -> dict:
             "pvalue": "one-sided (upper tail: more similar than independent models); a float, so it reads 0.0 "
                       "below about 1e-308, where log10_pvalue stays exact",
             "models.sha256": "SHA-256 of the sha256sum-style listing of the model's files",
+            "models.hashed": "per file: 'fresh' (hashed in this run) or 'cache' (from the opt-in hash cache, "
+                             "keyed by device, inode, size and modification time)",
             "floats": f"rounded to {SIGNIFICANT_DIGITS} significant digits",
         },
         "models": [model_doc(m) for m in comparison.models],

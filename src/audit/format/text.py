@@ -23,7 +23,8 @@ def columns(header: Sequence[object], rows: Sequence[Sequence[object]]) -> list[
 
 def format_comparison(comparison: Comparison) -> str:
     """The method table `audit compare` prints."""
-    lines = [f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]})" for m in comparison.models]
+    lines = [f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]}"
+             f"{'' if m.fresh else ', file hashes from the hash cache'})" for m in comparison.models]
     lines += [f"seed: {comparison.seed}", ""]
     header = ("method", "statistic", "p-value", "model-based p", "null", "notes")
     rows = []

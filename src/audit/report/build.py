@@ -56,7 +56,8 @@ def describe_inputs(audit: Audit) -> list[dict]:
             "path": info.path,
             "architecture": {k: summary[k] for k in ("family", "model_type", "depth", "hidden", "mlp_width", "vocab",
                                                      "heads", "kv_heads", "experts", "parameters", "dtypes")},
-            "files": [{"name": name, "bytes": sizes.get(name), "sha256": digest} for name, digest in sorted(info.files.items())],
+            "files": [{"name": name, "bytes": sizes.get(name), "sha256": digest, "hashed": info.hashed.get(name, "fresh")}
+                      for name, digest in sorted(info.files.items())],
             "config": config,
         })
     return described
@@ -221,7 +222,15 @@ def write_report(
     verify_command: str,
     timestamp_url: str | None = None,
 ) -> Path:
-    """Render, sign in memory and write ``out`` atomically (nothing is written on failure)."""
+    """Render, sign in memory and write ``out`` atomically (nothing is written on failure).
+
+    Every file hash must have been computed in this run: a signature vouches
+    for the bytes audited, which a cached digest (keyed by file metadata) cannot.
+    """
+    stale = [f"{m.label}/{name}" for m in audit.comparison.models for name, how in m.hashed.items() if how != "fresh"]
+    if stale:
+        raise InputError(f"a signed report hashes every file fresh, but {stale[0]} came from the hash cache; "
+                         "run the audit without a hash cache")
     manifest = build_manifest(audit, key, case_id, command)
     manifest["case"]["verify"] = verify_command
     manifest_bytes = (json.dumps(manifest, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()
