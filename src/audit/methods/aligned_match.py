@@ -64,6 +64,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -71,7 +72,7 @@ from threadpoolctl import threadpool_limits
 
 from audit.checkpoint.tensor import require_finite
 from audit.methods.alignment import Alignment, align, column_norms, extract_residual, row_norms
-from audit.methods.base import Fingerprint, Inapplicable, Method, Model
+from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
 from audit.methods.common import layer_budget, mlp_blocks, sample_block
 from audit.stats import EXACT, Null, TestResult, bonferroni_min_log10
 from audit.stats.fixed_points import convolve_log_pmf, fixed_point_floor, fixed_point_log_pmf, log10_tail
@@ -219,6 +220,20 @@ def extract_units(method: AlignedMatch, model: Model, seed: int) -> Fingerprint:
     return method.make(seed, meta, arrays)
 
 
+def describe_alignment(alignment: Mapping[str, Any]) -> str:
+    """One line: how B's residual basis was aligned to A's, and on what."""
+    if alignment["kind"] == "rotation":
+        found = f"a rotation (orthogonal Procrustes, fit {alignment['fit_rotation']:.3f} against {alignment['fit_permutation']:.3f} for the best signed permutation)"
+    else:
+        found = (f"a signed permutation ({alignment['coordinates_moved']} coordinates moved, "
+                 f"{alignment['coordinates_negated']} negated)")
+    tokens = ""
+    if alignment["shared_tokens"]:
+        tokens = (" by token text" if alignment["token_key"] == "text" else
+                  " by token id (no tokenizer: equal vocabulary sizes assumed to mean the same tokens)")
+    return f"residual basis of B aligned to A's: {found}; from {'; '.join(alignment['sources'])}{tokens}"
+
+
 @dataclass(frozen=True)
 class AlignedMatch(Method):
     tokens: int = 4096
@@ -249,6 +264,7 @@ class AlignedMatch(Method):
               "pairs is measured, not implied")
     correlation = False
     reads_embeddings = False  # token rows only align the bases; the evidence is MLP agreement
+    tunable = ("budget",)
 
     def fingerprint_params(self) -> dict:
         return {"tokens": self.tokens, "units": self.units, "budget": self.budget}
@@ -272,6 +288,15 @@ class AlignedMatch(Method):
 
     def statistic(self, a: Fingerprint, b: Fingerprint) -> float:
         return self.test(a, b, 0).statistic
+
+    def detail(self, details: Mapping[str, Any]) -> str | None:
+        return describe_alignment(details["alignment"])
+
+    def figures(self, details: Mapping[str, Any]) -> list[Figure]:
+        if len({b["layer_a"] for b in details["blocks"]}) != len(details["blocks"]):
+            return []
+        return [Figure("layer_evidence", {"log10_pvalues": [b["log10_pvalue"] for b in details["blocks"]]},
+                       f"Per-layer evidence of {self.name}: -log10 of the exact p-value of each layer's unit agreement.")]
 
     @single_threaded_blas
     def test(self, a: Fingerprint, b: Fingerprint, seed: int) -> TestResult:

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 
-from audit.methods.aligned_match import AlignedMatch, UnitSides, agreement, single_threaded_blas
+from audit.methods.aligned_match import AlignedMatch, UnitSides, agreement, describe_alignment, single_threaded_blas
 from audit.methods.alignment import align
-from audit.methods.base import Fingerprint, Inapplicable, Method
+from audit.methods.base import Figure, Fingerprint, Inapplicable, Method
 from audit.stats import EXACT, Null, TestResult
 
 
@@ -94,6 +95,33 @@ class LayerMap(AlignedMatch):
         return None
 
     @single_threaded_blas
+    def detail(self, details: Mapping[str, Any]) -> str | None:
+        mapping = details["layer_map"]
+        if not mapping["path"]:
+            return f"no layer pair significant after the search over {len(mapping['layers_a'])} x {len(mapping['layers_b'])} pairs"
+        parts = ["layer map (A->B): " + ", ".join(f"{i}->{j}" for i, j in mapping["path"])]
+        if mapping["dropped_a"]:
+            parts.append(f"A's layers {mapping['dropped_a']} absent from B (dropped)")
+        if mapping["duplicated_a"]:
+            parts.append(f"A's layers {mapping['duplicated_a']} appear more than once in B (duplicated)")
+        if mapping["inserted_b"]:
+            parts.append(f"B's layers {mapping['inserted_b']} match no layer of A (inserted)")
+        return "; ".join(parts)
+
+    def figures(self, details: Mapping[str, Any]) -> list[Figure]:
+        mapping = details["layer_map"]
+        named = []
+        if mapping["dropped_a"]:
+            named.append(f"layers of A absent from the map (dropped): {', '.join(map(str, mapping['dropped_a']))}")
+        if mapping["duplicated_a"]:
+            named.append(f"layers of A mapped more than once (duplicated): {', '.join(map(str, mapping['duplicated_a']))}")
+        data = {k: mapping[k] for k in ("evidence", "layers_a", "layers_b", "path")}
+        return [Figure("layer_map", data,
+                       f"{self.name}: evidence (-log10 exact p) for every pair of layers, with the monotone layer map "
+                       "through the pairs that stay significant after the correction for the search"
+                       + (f"; {'; '.join(named)}." if named else "."), per_model=True)]
+
+    @single_threaded_blas
     def test(self, a: Fingerprint, b: Fingerprint, seed: int) -> TestResult:
         alignment = align(a, b)
         layers_a, layers_b = sorted(a.meta["blocks"], key=int), sorted(b.meta["blocks"], key=int)
@@ -123,6 +151,7 @@ class LayerMap(AlignedMatch):
         floor = min(kept[cell][0].log10_floor + math.log10(kept[cell][1]) for cell in kept) + search
         details = {
             "alignment": alignment.summary(),
+            "alignment_line": describe_alignment(alignment.summary()),
             "layer_map": {
                 "layers_a": [int(i) for i in layers_a], "layers_b": [int(j) for j in layers_b],
                 "evidence": [[round(-float(v), 6) for v in row] for row in cells],
