@@ -28,7 +28,7 @@ from audit.methods import get_method
 from audit.methods.alignment import ROTATION, SIGNED_PERMUTATION, align
 from audit.methods.layer_map import monotone_map
 from audit.stats.fixed_points import convolve_log_pmf, fixed_point_floor, fixed_point_log_pmf, log10_tail
-from audit.synth import Dims
+from audit.testing.synth import Dims
 
 DIMS = Dims(layers=4, hidden=32, mlp=64, heads=4, vocab=96)
 ZOO = Path(__file__).resolve().parent.parent / "zoo"

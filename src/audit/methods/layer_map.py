@@ -94,12 +94,11 @@ class LayerMap(AlignedMatch):
             return f"residual widths differ ({a.meta['width']} vs {b.meta['width']})"
         return None
 
-    @single_threaded_blas
     def detail(self, details: Mapping[str, Any]) -> str | None:
         mapping = details["layer_map"]
         if not mapping["path"]:
             return f"no layer pair significant after the search over {len(mapping['layers_a'])} x {len(mapping['layers_b'])} pairs"
-        parts = ["layer map (A->B): " + ", ".join(f"{i}->{j}" for i, j in mapping["path"])]
+        parts = [describe_alignment(details["alignment"]), "layer map (A->B): " + ", ".join(f"{i}->{j}" for i, j in mapping["path"])]
         if mapping["dropped_a"]:
             parts.append(f"A's layers {mapping['dropped_a']} absent from B (dropped)")
         if mapping["duplicated_a"]:
@@ -151,7 +150,6 @@ class LayerMap(AlignedMatch):
         floor = min(kept[cell][0].log10_floor + math.log10(kept[cell][1]) for cell in kept) + search
         details = {
             "alignment": alignment.summary(),
-            "alignment_line": describe_alignment(alignment.summary()),
             "layer_map": {
                 "layers_a": [int(i) for i in layers_a], "layers_b": [int(j) for j in layers_b],
                 "evidence": [[round(-float(v), 6) for v in row] for row in cells],
