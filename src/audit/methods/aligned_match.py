@@ -15,8 +15,9 @@ q/k, v/o and up/down (per unit or per matrix), with or without fine-tuning.
    rows) and sigma_out from the output side (|cosine| of down columns).
    Cosines ignore any rescaling of a unit; absolute values ignore a unit's
    sign flip (up and down negated together).
-3. The statistic is K, the number of A's units on which the two matchings
-   agree.  A derived model recovers the same hidden-unit correspondence
+3. The test counts K, the number of A's units on which the two matchings
+   agree (the reported statistic is K over the units matched, with the best
+   block pair of each layer when layers hold several MLP blocks).  A derived model recovers the same hidden-unit correspondence
    from both sides, whatever permutation was applied (K near n).
 
 The null, and what "exact" means here.  If A and B were trained
@@ -263,6 +264,7 @@ class AlignedMatch(Method):
               "input-side one composed with a random permutation of B's units; calibration on independent zoo "
               "pairs is measured, not implied")
     correlation = False
+    discrete = True
     reads_embeddings = False  # token rows only align the bases; the evidence is MLP agreement
     tunable = ("budget",)
 
@@ -317,7 +319,11 @@ class AlignedMatch(Method):
     def combine(found: list[Agreement], details: dict) -> TestResult:
         rows = [f.to_dict() for f in found]
         agreements, units = sum(f.agreements for f in found), sum(f.units for f in found)
-        statistic = agreements / units
+        best = {}  # per layer, the block pair with the smallest p (the MoE expert that a dense MLP became)
+        for f in found:
+            if f.layer_a not in best or (f.log10_pvalue, -f.agreements) < (best[f.layer_a].log10_pvalue, -best[f.layer_a].agreements):
+                best[f.layer_a] = f
+        statistic = sum(f.agreements for f in best.values()) / sum(f.units for f in best.values())
         if len({f.layer_a for f in found}) == len(found):
             log_pmf = np.zeros(1)
             for f in found:

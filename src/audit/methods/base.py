@@ -163,6 +163,7 @@ class Method(ABC):
     explanation: ClassVar[str] = ""  # the method in plain words, for readers who are not specialists
     reads_embeddings: ClassVar[bool] = False  # evidence may come from untrained token rows (reported apart)
     correlation: ClassVar[bool] = True  # the statistic lies in [-1, 1]: Fisher z for its population tail
+    discrete: ClassVar[bool] = False  # exact null on few values: p-values are conservative, not uniform
     tunable: ClassVar[tuple[str, ...]] = ()  # parameters a user may change (`audit compare --budget`)
     population_heatmap: ClassVar[bool] = False  # the report shows its similarity between every two baseline models
     fingerprint_name: ClassVar[str | None] = None  # share another method's fingerprint
