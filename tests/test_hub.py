@@ -140,3 +140,12 @@ def test_baseline_add_by_model_id(hub, tmp_path):
     added = population.add(["org/model", "org/model@dev"], workers=1)
     assert [m.name for m in added] == ["org--model", "org--model--dev"]
     assert added[0].source == f"Hugging Face org/model commit {MAIN}"
+
+
+def test_cli_start_up_imports_none_of_the_input_format_libraries():
+    import subprocess
+    import sys
+
+    code = "import sys, audit.cli; print(sorted(m for m in ('huggingface_hub', 'sentencepiece', 'gguf') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
