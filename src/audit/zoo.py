@@ -2,7 +2,7 @@
 
 ``labels.json`` holds one entry per model (its parent and derivation) and
 ``pairs.json`` a list of ``{"a", "b", "label": "derived"|"independent",
-"derivation", ...}``; models live in ``models/NAME``.  The demo reads the
+"derivation", "disguises", ...}``; models live in ``models/NAME``.  The demo reads the
 shipped zoo through this module; the accuracy tables (:mod:`audit.testing.accuracy`)
 read any labelled zoo.
 """
@@ -23,6 +23,7 @@ class LabelledPair:
     label: str  # "derived" or "independent"
     derivation: str | None
     hard_negative: bool = False
+    disguises: tuple[str, ...] = ()  # function-preserving disguises and depth changes separating a and b
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ def load_zoo(root: str | Path) -> Zoo:
     models = labels.get("models", labels)
     pairs = []
     for item in raw_pairs:
-        if item.get("label") not in ("derived", "independent") or item.get("a") not in models or item.get("b") not in models:
-            raise InputError(f"{root}/pairs.json: bad pair {item!r} (labels must be derived/independent, models in labels.json)")
-        pairs.append(LabelledPair(item["a"], item["b"], item["label"], item.get("derivation"), bool(item.get("hard_negative"))))
+        disguises = item.get("disguises") or []
+        if (item.get("label") not in ("derived", "independent") or item.get("a") not in models or item.get("b") not in models
+                or not isinstance(disguises, list) or not all(isinstance(d, str) for d in disguises)):
+            raise InputError(f"{root}/pairs.json: bad pair {item!r} (labels must be derived/independent, models in labels.json, "
+                             "disguises a list of names)")
+        pairs.append(LabelledPair(item["a"], item["b"], item["label"], item.get("derivation"), bool(item.get("hard_negative")),
+                                  tuple(disguises)))
     return Zoo(root, models, tuple(pairs))
