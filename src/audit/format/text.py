@@ -1,11 +1,13 @@
-"""Plain text for the terminal: what every command prints."""
+"""Plain text for the terminal: what every command prints.
+
+Library imports sit inside the functions: `audit inspect` loads this module
+and must not load scipy through :mod:`audit.stats`.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
-
-from audit.stats.pvalues import format_pvalue
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:
     from audit.auditor import Audit, Evaluation, ScanRow
@@ -21,10 +23,27 @@ def columns(header: Sequence[object], rows: Sequence[Sequence[object]]) -> list[
     return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in table]
 
 
+def hub_line(hub: Mapping) -> str:
+    """Repository, commit and the LFS blob check of a model named by Hub id."""
+    unchecked = sum(1 for c in hub["files"].values() if c["lfs"] and c["matches"] is None)
+    line = (f"Hugging Face {hub['repo_id']}@{hub['revision']}, commit {hub['commit']}: "
+            f"{hub['lfs_verified']} of {hub['lfs_files']} LFS files match their SHA-256 blob ids"
+            + (f" ({unchecked} not hashed)" if unchecked else ""))
+    if hub["mismatched"]:
+        line += f"; WARNING: {', '.join(hub['mismatched'])} differ from the blob the Hub cache names"
+    return line
+
+
 def format_comparison(comparison: Comparison) -> str:
     """The method table `audit compare` prints."""
-    lines = [f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]}"
-             f"{'' if m.fresh else ', file hashes from the hash cache'})" for m in comparison.models]
+    from audit.stats import format_pvalue
+
+    lines = []
+    for m in comparison.models:
+        lines.append(f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]}"
+                     f"{'' if m.fresh else ', file hashes from the hash cache'})")
+        if m.hub is not None:
+            lines.append(f"   {hub_line(m.hub)}")
     lines += [f"seed: {comparison.seed}", ""]
     header = ("method", "statistic", "p-value", "model-based p", "null", "notes")
     rows = []
@@ -50,6 +69,8 @@ def format_comparison(comparison: Comparison) -> str:
 
 def format_audit(audit: Audit) -> str:
     """`audit compare --baseline`: the method table, then population, calibration and verdict lines."""
+    from audit.stats import format_pvalue
+
     lines = [format_comparison(audit.comparison), ""]
     if audit.baseline is not None:
         lines.append(f"baseline: {audit.baseline.name} ({len(audit.baseline.members)} models, seed {audit.baseline.seed})")
@@ -76,6 +97,7 @@ def format_audit(audit: Audit) -> str:
 
 def format_evaluation(result: Evaluation) -> str:
     """`audit evaluate`: a reported statistic against the population's null."""
+    from audit.stats import format_pvalue
     import numpy as np
 
     test = result.test
@@ -95,6 +117,8 @@ def format_evaluation(result: Evaluation) -> str:
 
 def format_scan(rows: Sequence[ScanRow], alpha: float) -> str:
     """`audit scan`: candidates ranked by Benjamini-Hochberg-adjusted p."""
+    from audit.stats import format_pvalue
+
     header = ("rank", "candidate", "combined p", "BH-adjusted p", "verdict")
     table = [(str(i + 1), r.candidate, format_pvalue(r.audit.verdict.log10_pvalue) if r.audit.verdict.log10_pvalue is not None else "-",
               format_pvalue(r.bh_log10_pvalue) if r.bh_log10_pvalue is not None else "-",
@@ -145,6 +169,14 @@ def format_summary(summary: ModelSummary) -> str:
         lines.append(f"ignored      {len(summary.ignored)} buffer tensor(s)")
     if summary.unassigned:
         lines.append(f"unassigned   {len(summary.unassigned)}: " + ", ".join(summary.unassigned[:5]) + (" ..." if len(summary.unassigned) > 5 else ""))
+    if summary.tokenizer:
+        lines.append(f"tokenizer    {summary.tokenizer['size']:,} tokens from {summary.tokenizer['path']} "
+                     f"({summary.tokenizer['kind']}, {summary.tokenizer['encoding']})")
+    if summary.hub:
+        lines.append(f"source       {hub_line(summary.hub)}")
+    if summary.gguf:
+        types = ", ".join(f"{kind} x{count}" for kind, count in summary.gguf["tensor_types"].items())
+        lines.append(f"gguf         architecture {summary.gguf['architecture']}; stored as {types} (read dequantised)")
     lines.append("files")
     lines += [f"  {f.path}  {f.role}  {f.bytes:,} bytes  sha256 {f.sha256 or '(not computed)'}" for f in summary.files]
     lines += [f"warning: {w}" for w in summary.warnings]
