@@ -135,10 +135,6 @@ class Checkpoint:
         """File name (relative to the checkpoint directory) -> SHA-256."""
         return {name: h.sha256 for name, h in self.hashes().items()}
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files if f.role == "weights")
-
     def close(self) -> None:
         if self._hashing is not None:
             self._hashing.cancel()
