@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +19,7 @@ from audit.baselines.display import format_matrix, format_members, format_outdat
 from audit.checkpoint import open_checkpoint
 from audit.compare import compare_models, format_table
 from audit.demo import run_demo
-from audit.errors import AuditError
+from audit.errors import AuditError, InternalError, Interrupted
 from audit.inspection import format_summary, summarize
 from audit.report.build import check_case_id, write_report
 from audit.report.verification import verify_audit_report
@@ -188,6 +189,8 @@ def _audit_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audit", description="Statistical audit of model provenance.")
     parser.add_argument("--version", action="version", version=f"audit {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="on an error, show the original exception and its traceback (for bug reports)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="show a checkpoint's family, shapes, roles and file hashes")
@@ -304,20 +307,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; map every outcome to its exit status (see :class:`audit.errors.ExitCode`).
+
+    The user sees exactly one line on stderr for any failure, never a
+    traceback, and no warning before it; ``--verbose`` re-raises the original
+    exception (and lets warnings through) for a bug report.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv
-    try:
+    args.argv = [a for a in argv if a != "--verbose"]
+    if args.verbose:
         return args.run(args)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's overflow/invalid warnings: the checks that follow say it in one line
+            return args.run(args)
     except AuditError as exc:
-        print(f"audit: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        error = exc
     except KeyboardInterrupt:
-        print("audit: interrupted", file=sys.stderr)
-        return 130
+        error = Interrupted()
     except Exception as exc:  # a bug, but the user still gets one line
-        print(f"audit: internal error: {exc.__class__.__name__}: {exc} (please report)", file=sys.stderr)
-        return 1
+        error = InternalError(exc)
+    print(error.line(), file=sys.stderr)
+    return int(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Pickled checkpoints are refused, never unpickled.
 
 from __future__ import annotations
 
-import json
+import stat
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -21,7 +21,9 @@ from audit.checkpoint.safetensors_file import (
     pickle_refusal,
 )
 from audit.checkpoint.tensor import StoredTensor
-from audit.errors import InputError
+from audit import schema
+from audit.errors import InputError, shown
+from audit.files import LIMITS, check_name, is_regular, read_json_file, require_regular, resolved, status
 
 INDEX_NAME = "model.safetensors.index.json"
 SIDE_FILES = ("config.json", "tokenizer.json")
@@ -39,14 +41,10 @@ class InputFile:
     def sha256(self) -> str:
         return sha256_file(self.path)
 
-
-def _read_json(path: Path, what: str) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: {what} is not valid JSON ({exc})") from None
+    @cached_property
+    def resolved(self) -> Path:
+        """The file actually read (symlinks resolved: a Hub cache snapshot links into ``blobs/``)."""
+        return resolved(self.path)
 
 
 class Checkpoint:
@@ -58,15 +56,15 @@ class Checkpoint:
         self.warnings: list[str] = []
         self._weight_files = [SafetensorsFile(p) for p in shards]
         self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
-        if index is None and path.is_file() and (self.directory / INDEX_NAME).is_file():
+        if index is None and not path.is_dir() and is_regular(self.directory / INDEX_NAME):
             self.warnings.append(f"{path.name} may be one shard of a sharded model; pass the directory to read all shards")
-        side = {name: self.directory / name for name in SIDE_FILES if (self.directory / name).is_file()}
+        side = {name: self.directory / name for name in SIDE_FILES if is_regular(self.directory / name)}
         self.config: dict | None = self._load_config(side.get("config.json"))
         self.tokenizer_path: Path | None = side.get("tokenizer.json")
         self.files: tuple[InputFile, ...] = tuple(
             [InputFile(f.path, f.size, "weights") for f in self._weight_files]
-            + ([InputFile(index, index.stat().st_size, "index")] if index else [])
-            + [InputFile(p, p.stat().st_size, name.removesuffix(".json")) for name, p in side.items()]
+            + ([InputFile(index, require_regular(index, "index").st_size, "index")] if index else [])
+            + [InputFile(p, require_regular(p, name).st_size, name.removesuffix(".json")) for name, p in side.items()]
         )
 
     def _collect(self, index: Path | None, weight_map: dict) -> dict[str, StoredTensor]:
@@ -75,16 +73,16 @@ class Checkpoint:
             for name, entry in weights.entries.items():
                 if name in tensors:
                     raise InputError(
-                        f"duplicate tensor '{name}' in {tensors[name].file.path.name} and {weights.path.name}"
+                        f"duplicate tensor '{shown(name)}' in {tensors[name].file.path.name} and {weights.path.name}"
                     )
                 tensors[name] = StoredTensor(entry, weights)
         if index is not None:
             for name, shard in weight_map.items():
                 if name not in tensors or tensors[name].file.path.name != PurePosixPath(shard).name:
-                    raise InputError(f"{index.name} lists tensor '{name}' in {shard}, but {shard} does not contain it")
+                    raise InputError(f"{index.name} lists tensor '{shown(name)}' in {shown(shard)}, but {shown(shard)} does not contain it")
             extra = sorted(set(tensors) - set(weight_map))
             if extra:
-                self.warnings.append(f"{len(extra)} tensor(s) in the shards are not listed in {index.name}, e.g. '{extra[0]}'")
+                self.warnings.append(f"{len(extra)} tensor(s) in the shards are not listed in {index.name}, e.g. '{shown(extra[0])}'")
         if not tensors:
             raise InputError(f"{self.path}: the checkpoint holds no tensors")
         return dict(sorted(tensors.items()))
@@ -93,35 +91,21 @@ class Checkpoint:
     def _load_config(path: Path | None) -> dict | None:
         if path is None:
             return None
-        config = _read_json(path, "config.json")
-        if not isinstance(config, dict):
-            raise InputError(f"{path}: config.json is not a JSON object")
-        return config
+        return schema.config(read_json_file(path, limit=LIMITS["config"], what="config.json"), path)
 
     @cached_property
     def vocab(self) -> dict[str, int] | None:
         """Token string -> id from ``tokenizer.json`` (None when absent)."""
         if self.tokenizer_path is None:
             return None
-        data = _read_json(self.tokenizer_path, "tokenizer.json")
-        model = data.get("model", {}) if isinstance(data, dict) else {}
-        vocab = model.get("vocab")
-        if isinstance(vocab, dict):
-            mapping = {str(token): int(i) for token, i in vocab.items()}
-        elif isinstance(vocab, list):  # Unigram: [[token, score], ...] in id order
-            mapping = {str(item[0]): i for i, item in enumerate(vocab)}
-        else:
-            raise InputError(f"{self.tokenizer_path}: no model.vocab in tokenizer.json")
-        for token in (data.get("added_tokens") or []) if isinstance(data, dict) else []:
-            if isinstance(token, dict) and "content" in token and "id" in token:
-                mapping[str(token["content"])] = int(token["id"])
-        return mapping
+        document = read_json_file(self.tokenizer_path, limit=LIMITS["tokenizer"], what="tokenizer.json")
+        return schema.vocabulary(document, self.tokenizer_path)
 
     def tensor(self, name: str) -> StoredTensor:
         try:
             return self.tensors[name]
         except KeyError:
-            raise InputError(f"{self.path}: no tensor named '{name}'") from None
+            raise InputError(f"{self.path}: no tensor named '{shown(name)}'") from None
 
     def file_hashes(self) -> dict[str, str]:
         """File name (relative to the checkpoint directory) -> SHA-256."""
@@ -151,36 +135,36 @@ def _refuse_if_pickled(path: Path) -> None:
 
 
 def _shards_from_index(index: Path) -> tuple[list[Path], Path, dict]:
-    data = _read_json(index, "shard index")
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise InputError(f"{index}: shard index has no weight_map")
+    weight_map = schema.weight_map(read_json_file(index, limit=LIMITS["index"], what="shard index"), index)
     shards = []
-    for shard in sorted(set(map(str, weight_map.values()))):
+    for shard in sorted(set(weight_map.values())):
         relative = PurePosixPath(shard)
         if relative.is_absolute() or ".." in relative.parts:
-            raise InputError(f"{index}: shard path '{shard}' leaves the checkpoint directory")
-        candidate = index.parent / relative
-        if not candidate.is_file():
-            raise InputError(f"{index.name} names shard '{shard}', which does not exist in {index.parent}")
+            raise InputError(f"{index}: shard path '{shown(shard)}' leaves the checkpoint directory")
+        candidate = check_name(index.parent / relative)
+        if status(candidate, "shard") is None:
+            raise InputError(f"{index.name} names shard '{shown(shard)}', which does not exist in {index.parent}")
+        require_regular(candidate, "shard")
         _refuse_if_pickled(candidate)
         shards.append(candidate)
     return shards, index, weight_map
 
 
-def _layout(path: Path) -> tuple[list[Path], Path | None, dict | None]:
+def _layout(path: Path, found) -> tuple[list[Path], Path | None, dict | None]:
     """The weight files, the index and its weight map (if any) of a checkpoint path."""
-    if path.is_file():
+    if not stat.S_ISDIR(found.st_mode):
+        require_regular(path, "checkpoint")
         if path.name.endswith(".index.json"):
             return _shards_from_index(path)
         _refuse_if_pickled(path)
         return [path], None, None
     index = path / INDEX_NAME
-    if index.is_file():
+    if status(index, "shard index") is not None:
         return _shards_from_index(index)
-    if (path / "model.safetensors").is_file():
+    if status(path / "model.safetensors", "checkpoint") is not None:
+        require_regular(path / "model.safetensors", "checkpoint")
         return [path / "model.safetensors"], None, None
-    shards = sorted(p for p in path.glob("*.safetensors") if p.is_file())
+    shards = sorted(p for p in path.glob("*.safetensors") if is_regular(p))
     if shards:
         return shards, None, None
     pickled = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
@@ -191,7 +175,8 @@ def _layout(path: Path) -> tuple[list[Path], Path | None, dict | None]:
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Open a checkpoint lazily; raise :class:`InputError` with one line if unusable."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
-    return Checkpoint(path, *_layout(path))
+    path = check_name(path)
+    found = status(path, "checkpoint")
+    if found is None:
+        raise InputError(f"{shown(path, 300)}: no such file or directory")
+    return Checkpoint(path, *_layout(path, found))
