@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -42,6 +42,7 @@ class ModelInfo:
     files: Mapping[str, str]
     family: str
     depth: int
+    resolved: Mapping[str, str] = field(default_factory=dict)  # file name -> path read, symlinks resolved
 
     @property
     def sha256(self) -> str:
@@ -51,7 +52,7 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "path": self.path, "sha256": self.sha256, "files": dict(self.files),
-                "family": self.family, "depth": self.depth}
+                "family": self.family, "depth": self.depth, "resolved": dict(self.resolved)}
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ def compare_against(
 
 def _load(label: str, path: str | Path, checkpoint: Checkpoint) -> tuple[ModelInfo, Model]:
     roles = assign_roles(checkpoint)
-    return ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth), Model(roles, checkpoint.vocab)
+    info = ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth, checkpoint.resolved_paths())
+    return info, Model(roles, checkpoint.vocab)
 
 
 def run_method(

@@ -40,8 +40,7 @@ LIMITS = {
     "population": 64 * MIB,
     "pairs": 512 * MIB,
     "fingerprint": 512 * MIB,
-    "certificate": 1 * MIB,
-    "key": 1 * MIB,
+    "key": 1 * MIB,  # a PEM/DER key or certificate chain, or a PKCS#12 file
     "report": 1 << 30,
     "bundle": 4 << 30,
 }

@@ -22,6 +22,7 @@ class FileSummary:
     role: str
     bytes: int
     sha256: str | None
+    resolved: str  # the absolute path read, symlinks resolved (a Hub cache snapshot links into blobs/)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
         ignored=list(roles.ignored),
         unassigned=list(roles.unassigned),
         files=[
-            FileSummary(str(f.path.relative_to(checkpoint.directory)), f.role, f.size, f.sha256 if hashes else None)
+            FileSummary(str(f.path.relative_to(checkpoint.directory)), f.role, f.size, f.sha256 if hashes else None,
+                        str(f.resolved))
             for f in checkpoint.files
         ],
         warnings=list(checkpoint.warnings),

@@ -40,6 +40,13 @@ def integer(value: Any, where: object, field: str, *, low: int = 0, high: int = 
     return value
 
 
+def number(value: Any, where: object, field: str, *, low: float, high: float) -> float:
+    """A finite JSON number (integer or not) from ``low`` to ``high``."""
+    if type(value) not in (int, float) or not low <= value <= high:  # NaN fails the comparison too
+        raise SchemaError(where, field, f"a number from {low:g} to {high:g}")
+    return float(value)
+
+
 def texts(value: Any, where: object, field: str) -> list[str]:
     """A list of strings (one string is accepted as a list of one)."""
     if isinstance(value, str):

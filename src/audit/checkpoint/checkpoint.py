@@ -58,7 +58,8 @@ class Checkpoint:
         self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
         if index is None and not path.is_dir() and is_regular(self.directory / INDEX_NAME):
             self.warnings.append(f"{path.name} may be one shard of a sharded model; pass the directory to read all shards")
-        side = {name: self.directory / name for name in SIDE_FILES if is_regular(self.directory / name)}
+        # Present side files are read, so one that is a FIFO, device or folder is refused, not skipped.
+        side = {name: self.directory / name for name in SIDE_FILES if status(self.directory / name, name) is not None}
         self.config: dict | None = self._load_config(side.get("config.json"))
         self.tokenizer_path: Path | None = side.get("tokenizer.json")
         self.files: tuple[InputFile, ...] = tuple(
@@ -110,6 +111,10 @@ class Checkpoint:
     def file_hashes(self) -> dict[str, str]:
         """File name (relative to the checkpoint directory) -> SHA-256."""
         return {str(f.path.relative_to(self.directory)): f.sha256 for f in self.files}
+
+    def resolved_paths(self) -> dict[str, str]:
+        """File name (relative to the checkpoint directory) -> the absolute path actually read, symlinks resolved."""
+        return {str(f.path.relative_to(self.directory)): str(f.resolved) for f in self.files}
 
     @property
     def total_bytes(self) -> int:
