@@ -44,6 +44,7 @@ LIMITS = {
     "report": 1 << 30,
     "bundle": 4 << 30,
 }
+MAX_JSON_DEPTH = 64  # nesting levels of any JSON input
 MAX_NAME_BYTES = 255  # one path component, the common file-system limit
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
@@ -153,27 +154,32 @@ def parse_json(data: bytes | str, *, where: object, what: str,
                          f"column {exc.colno})") from None
     except ValueError as exc:  # an integer over 4,300 digits (int's conversion limit)
         raise InputError(f"{at}{what} holds a number too long to read ({shown(exc, 100)})") from None
-    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
-        raise InputError(f"{at}{what} holds a string with a lone surrogate escape (not valid Unicode)")
+    problem = _tree_problem(value, strings=bool(_SURROGATE_ESCAPE.search(raw)))
+    if problem:
+        raise InputError(f"{at}{what} {problem}")
     return value
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    """True if any key or string in ``value`` is not encodable as UTF-8 (iterative: depth is unbounded)."""
-    stack = [value]
+def _tree_problem(value: Any, *, strings: bool) -> str | None:
+    """Why a parsed document is refused (too deep, a lone surrogate), or None; iterative, so depth costs no stack.
+
+    Real JSON inputs nest a few levels (tokenizer.json about 8); the bound
+    keeps every later reader (which may recurse) far from Python's stack limit.
+    """
+    stack = [(value, 0)]
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                return f"is nested more than {MAX_JSON_DEPTH} levels deep"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if strings or isinstance(child, (dict, list)))
+        elif strings and isinstance(item, str):
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return False
+                return "holds a string with a lone surrogate escape (not valid Unicode)"
+    return None
 
 
 def read_json_file(path: str | os.PathLike, *, limit: int, what: str,

@@ -1,7 +1,7 @@
 """Typed checks of the JSON documents read from input files, at the edge.
 
-A hand-edited or hostile ``config.json``, ``tokenizer.json``, shard index or
-mapping file can hold any JSON value in any field.  Each reader here checks
+A hand-edited or hostile ``config.json``, shard index, mapping file or power
+table can hold any JSON value in any field.  Each reader here checks
 exactly the fields the audit uses, with their types and ranges, and returns
 plain Python values that later code can trust; anything else is a
 :class:`~audit.errors.SchemaError` naming the file and the field.  Fields the
@@ -95,33 +95,6 @@ def config(document: Any, where: object) -> dict:
         for key in CONFIG_COUNTS:
             optional(integer, fields.get(key), where, scope + key, low=1)
     return document
-
-
-# ---- tokenizer.json ------------------------------------------------------------------------------
-def vocabulary(document: Any, where: object) -> dict[str, int]:
-    """Token string -> id from ``model.vocab`` (a WordPiece/BPE object or a Unigram list) and ``added_tokens``."""
-    document = obj(document, where, "tokenizer.json")
-    model = obj(document.get("model"), where, "model")
-    vocab = model.get("vocab")
-    if isinstance(vocab, dict):
-        mapping = {token: integer(i, where, f"model.vocab[{shown(token, 40)!r}]") for token, i in vocab.items()}
-    elif isinstance(vocab, list):  # Unigram: [[token, score], ...] in id order
-        mapping = {}
-        for i, item in enumerate(vocab):
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
-                    and type(item[1]) in (int, float)):
-                raise SchemaError(where, f"model.vocab[{i}]", "a [token, score] pair")
-            mapping[item[0]] = i
-    else:
-        raise SchemaError(where, "model.vocab", f"an object or a list, not {_kind(vocab)}")
-    added = document.get("added_tokens")
-    if added is not None and not isinstance(added, list):
-        raise SchemaError(where, "added_tokens", f"a list, not {_kind(added)}")
-    for i, token in enumerate(added or ()):
-        token = obj(token, where, f"added_tokens[{i}]")
-        mapping[text(token.get("content"), where, f"added_tokens[{i}].content")] = integer(
-            token.get("id"), where, f"added_tokens[{i}].id")
-    return mapping
 
 
 # ---- model.safetensors.index.json ----------------------------------------------------------------

@@ -3,7 +3,8 @@
 Accepted layouts: one ``.safetensors`` file; a directory holding
 ``model.safetensors``; a directory of shards with ``model.safetensors.index.json``
 (or, lacking an index, several ``.safetensors`` files whose union is the model).
-``config.json`` and ``tokenizer.json`` beside the weights are read when present.
+``config.json`` and the tokenizer (``tokenizer.json`` or SentencePiece
+``tokenizer.model``) beside the weights are read and hashed when present.
 Pickled checkpoints are refused, never unpickled.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from audit import schema
 from audit.checkpoint.hashing import sha256_file
 from audit.checkpoint.safetensors_file import (
     PICKLE_SUFFIXES,
@@ -21,12 +23,12 @@ from audit.checkpoint.safetensors_file import (
     pickle_refusal,
 )
 from audit.checkpoint.tensor import StoredTensor
-from audit import schema
+from audit.checkpoint.vocabulary import Vocabulary, read_vocabulary_in
 from audit.errors import InputError, shown
 from audit.files import LIMITS, check_name, is_regular, read_json_file, require_regular, resolved, status
 
 INDEX_NAME = "model.safetensors.index.json"
-SIDE_FILES = ("config.json", "tokenizer.json")
+SIDE_FILES = {"config.json": "config", "tokenizer.json": "tokenizer", "tokenizer.model": "tokenizer"}
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,10 @@ class Checkpoint:
         # Present side files are read, so one that is a FIFO, device or folder is refused, not skipped.
         side = {name: self.directory / name for name in SIDE_FILES if status(self.directory / name, name) is not None}
         self.config: dict | None = self._load_config(side.get("config.json"))
-        self.tokenizer_path: Path | None = side.get("tokenizer.json")
         self.files: tuple[InputFile, ...] = tuple(
             [InputFile(f.path, f.size, "weights") for f in self._weight_files]
             + ([InputFile(index, require_regular(index, "index").st_size, "index")] if index else [])
-            + [InputFile(p, require_regular(p, name).st_size, name.removesuffix(".json")) for name, p in side.items()]
+            + [InputFile(p, require_regular(p, name).st_size, SIDE_FILES[name]) for name, p in side.items()]
         )
 
     def _collect(self, index: Path | None, weight_map: dict) -> dict[str, StoredTensor]:
@@ -95,12 +96,14 @@ class Checkpoint:
         return schema.config(read_json_file(path, limit=LIMITS["config"], what="config.json"), path)
 
     @cached_property
+    def vocabulary(self) -> Vocabulary | None:
+        """The tokenizer's tokens in id order (tokenizer.json, else tokenizer.model), or None."""
+        return read_vocabulary_in(self.directory)
+
+    @property
     def vocab(self) -> dict[str, int] | None:
-        """Token string -> id from ``tokenizer.json`` (None when absent)."""
-        if self.tokenizer_path is None:
-            return None
-        document = read_json_file(self.tokenizer_path, limit=LIMITS["tokenizer"], what="tokenizer.json")
-        return schema.vocabulary(document, self.tokenizer_path)
+        """Token string -> id, or None without a tokenizer."""
+        return None if self.vocabulary is None else self.vocabulary.ids
 
     def tensor(self, name: str) -> StoredTensor:
         try:
