@@ -89,7 +89,7 @@ def require_regular(path: str | os.PathLike, what: str) -> os.stat_result:
     """The status of a regular file; one line naming what it is instead, or that it is missing."""
     found = status(path, what)
     if found is None:
-        raise InputError(f"{shown(path, 300)}: no such file ({what})")
+        raise InputError(f"{shown(path, 300)}: cannot read {what}: no such file")
     if not stat.S_ISREG(found.st_mode):
         _refuse(path, what, _KINDS.get(stat.S_IFMT(found.st_mode), "a special file"))
     return found
