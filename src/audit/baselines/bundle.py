@@ -46,7 +46,7 @@ from audit.baselines.population import (
     population_digest,
 )
 from audit.errors import InputError
-from audit.files import open_regular
+from audit.files import open_regular, parse_json
 from audit.signature.keys import AuditorKey, CertificateInfo
 
 FORMAT = "audit-population-bundle"
@@ -163,10 +163,7 @@ def _check(path: Path, files: dict[str, bytes],
     for required in (STATEMENT, store.MANIFEST):
         if required not in files:
             raise InputError(f"{path}: not a population bundle (no {required})")
-    try:
-        statement = json.loads(files[STATEMENT])
-    except (ValueError, RecursionError) as exc:
-        raise InputError(f"{path}: {STATEMENT} is not valid JSON ({str(exc)[:80]})") from None
+    statement = parse_json(files[STATEMENT], where=f"{path}:{STATEMENT}", what="bundle statement")
     if not isinstance(statement, dict) or statement.get("format") != FORMAT or statement.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: not an {FORMAT} v{FORMAT_VERSION} file")
     document, members = parse_manifest(files[store.MANIFEST], f"{path}:{store.MANIFEST}")

@@ -10,12 +10,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from audit.errors import InputError
+from audit.files import open_regular
 
 
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in chunks so memory stays flat."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, what="input") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         raise InputError(f"{path}: cannot read for hashing: {exc.strerror or exc}") from None
