@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from audit import assign_roles, open_checkpoint
-from audit.accuracy import accuracy_rows, load_zoo, markdown_table, pivot_table
+from audit.testing.accuracy import accuracy_rows, markdown_table, pivot_table
+from audit.zoo import load_zoo
 from audit.atomic import write_atomic
 from audit.auditor import assess, population_calibration
 from audit.baselines import Population
@@ -44,7 +45,7 @@ def _population(zoo, baseline: Path | None, workdir: Path) -> Population:
     if baseline is not None:
         return Population.open(baseline)
     roots = sorted(name for name, label in zoo.labels.items() if not label.get("parent"))
-    population = Population.open_or_create(workdir / "population", f"{zoo.root.name}-independent")
+    population = Population.open_or_create(workdir / "population", name=f"{zoo.root.name}-independent")
     population.add([zoo.model_path(n) for n in roots], names=roots)
     return population
 

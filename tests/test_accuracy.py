@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from audit.accuracy import LabelledPair, accuracy_rows, load_zoo, markdown_table, tpr_at_fpr
+from audit.testing.accuracy import accuracy_rows, markdown_table, tpr_at_fpr
+from audit.zoo import LabelledPair, load_zoo
 from audit.errors import InputError
 
 

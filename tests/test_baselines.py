@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from audit.auditor import run_audit
+from audit.format.json import audit_doc, dumps
 from audit.baselines import Population
 from audit.errors import InputError
 from audit.evidence import DERIVED, NOT_REJECTED
@@ -20,7 +21,7 @@ def test_population_folder_holds_small_fingerprints_and_metadata(world):
     population = Population.open(root / "population")
     assert population.name == "synthetic" and population.seed == 3 and len(population.members) == MEMBERS
     member = population.members["m0"]
-    assert member.source == "audit.synth" and member.licence == "CC0"
+    assert member.source == "audit.testing.synth" and member.licence == "CC0"
     assert member.architecture["depth"] == 4 and member.architecture["hidden"] == 32
     assert set(member.files) == {"model.safetensors", "config.json", "tokenizer.json"}
     for kind in member.fingerprints:
@@ -42,8 +43,8 @@ def test_adding_twice_or_bad_names_is_refused(world):
 
 def test_member_suspect_is_left_out_of_its_own_null_and_derivation_is_found(world):
     root, paths, suspect, _ = world
-    audit = run_audit(paths[0], suspect, root / "population", alpha=0.01)
-    doc = audit.to_dict()
+    audit = run_audit(paths[0], suspect, baseline=root / "population", alpha=0.01)
+    doc = audit_doc(audit)
     assert doc["verdict"]["label"] == DERIVED
     assert doc["verdict"]["body_only"]["label"] == DERIVED
     assert "robust-match" in doc["verdict"]["deciding"] and "robust-match" not in doc["verdict"]["body_only"]["deciding"]
@@ -61,16 +62,16 @@ def test_member_suspect_is_left_out_of_its_own_null_and_derivation_is_found(worl
 
 def test_stranger_is_not_rejected(world):
     root, paths, _, stranger = world
-    audit = run_audit(paths[1], stranger, root / "population", alpha=0.01)
+    audit = run_audit(paths[1], stranger, baseline=root / "population", alpha=0.01)
     assert audit.verdict.label == NOT_REJECTED
 
 
 def test_audit_json_is_byte_identical_and_seed_must_match(world):
     root, paths, suspect, _ = world
-    first = run_audit(paths[2], suspect, root / "population").to_json()
-    assert first == run_audit(paths[2], suspect, root / "population").to_json()
+    first = dumps(audit_doc(run_audit(paths[2], suspect, baseline=root / "population")))
+    assert first == dumps(audit_doc(run_audit(paths[2], suspect, baseline=root / "population")))
     with pytest.raises(InputError, match="seed 3"):
-        run_audit(paths[2], suspect, root / "population", seed=4)
+        run_audit(paths[2], suspect, baseline=root / "population", seed=4)
 
 
 def test_evaluate_a_reported_number(world, run_cli):
@@ -103,13 +104,13 @@ def test_scan_fingerprints_the_suspect_once_and_matches_one_audit_per_candidate(
 
     root, paths, suspect, stranger = world
     candidates = [stranger, paths[0], paths[3]]
-    one_by_one = {str(c): run_audit(suspect, c, root / "population").to_dict() for c in candidates}
+    one_by_one = {str(c): audit_doc(run_audit(suspect, c, baseline=root / "population")) for c in candidates}
     extracted = []
     for method in set(REGISTRY.values()):
         original = method.extract
         monkeypatch.setattr(method, "extract", lambda self, model, seed, _f=original: extracted.append(model) or _f(self, model, seed))
-    rows = scan(suspect, candidates, root / "population")
-    assert {row.candidate: row.audit.to_dict() for row in rows} == one_by_one
+    rows = scan(suspect, candidates, baseline=root / "population")
+    assert {row.candidate: audit_doc(row.audit) for row in rows} == one_by_one
     kinds = {method().fingerprint_kind for method in REGISTRY.values()}
     # each fingerprint kind once for the suspect plus once per candidate, at most
     assert len(extracted) <= len(kinds) * (1 + len(candidates))

@@ -21,7 +21,7 @@ from safetensors.numpy import save_file
 
 from audit import cli
 from audit.errors import InputError, NoComparablePopulation
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 from conftest import raw_safetensors
 
 DIMS = Dims(layers=2, hidden=16, mlp=32, heads=2, vocab=20)

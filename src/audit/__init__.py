@@ -10,8 +10,10 @@ from audit.errors import AuditError, InputError
 from audit.roles import RoleMap, assign_roles
 
 __version__ = "0.1.0"
+DEFAULT_ALPHA = 0.01  # significance level of a verdict unless the user sets one
 
 __all__ = [
+    "DEFAULT_ALPHA",
     "AuditError",
     "Checkpoint",
     "InputError",

@@ -5,8 +5,6 @@ population, and decide.  ``audit compare --baseline``, ``audit report`` and
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +12,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from audit.atomic import write_atomic
+from audit import DEFAULT_ALPHA, schema
 from audit.baselines import PairTable, Population
-from audit.compare import Comparison, MethodOutcome, canonical, compare_against, compare_models, format_table
-from audit import schema
+from audit.checkpoint.hashing import HashCache
+from audit.compare import Comparison, MethodOutcome, compare_against, compare_models
 from audit.errors import InputError
-from audit.files import LIMITS, is_regular, read_json_file
 from audit.evidence import (
     Calibration,
     PopulationTest,
@@ -31,11 +28,9 @@ from audit.evidence import (
     leave_pair_models_out,
     population_test,
 )
+from audit.files import LIMITS, is_regular, read_json_file
 from audit.methods import Method, get_method
-from audit.stats import format_pvalue
-from audit.text import columns
 
-DEFAULT_ALPHA = 0.01
 EXACT_SOURCE = "within-pair exact test"
 POPULATION_SOURCE = "baseline population (empirical)"
 
@@ -51,32 +46,6 @@ class MethodEvidence:
     comparability: Mapping[str, Any] | None
     vote: Vote
 
-    def to_dict(self, holm: Mapping[str, float]) -> dict:
-        out: dict[str, Any] = {}
-        if self.population is not None:
-            pop = self.population
-            out["population"] = {
-                "statistic": pop.statistic, "pvalue": pop.pvalue, "log10_pvalue": pop.log10_pvalue,
-                "min_pvalue": pop.min_pvalue, "n_pairs": pop.n_pairs, "n_models": pop.n_models,
-                "disjoint_pairs": pop.disjoint_pairs, "exceedances": pop.exceedances,
-                "null_values": [float(v) for v in pop.null_distribution],
-                "tail": None if pop.tail is None else {**dataclasses.asdict(pop.tail), "label": "model-based"},
-                "comparability": dict(self.comparability or {}),
-            }
-        if self.calibration is not None:
-            cal = self.calibration
-            out["calibration"] = {
-                "scheme": self.calibration_scheme, "alpha": cal.alpha, "n": cal.n,
-                "false_positives": cal.false_positives, "fpr": cal.fpr, "fpr_binomial_pvalue": cal.fpr_binomial_pvalue,
-                "ks_statistic": cal.ks_statistic, "ks_pvalue": cal.ks_pvalue, "ks_smaller_pvalue": cal.ks_smaller_pvalue,
-                "min_attainable": cal.min_attainable, "calibrated": cal.calibrated, "reason": cal.reason,
-                "pvalues": [float(p) for p in cal.pvalues],
-            }
-        vote = self.vote
-        out["vote"] = {"counts": vote.counts, "log10_pvalue": vote.log10_pvalue, "source": vote.source,
-                       "reason": vote.reason, "holm_log10_pvalue": holm.get(vote.method)}
-        return out
-
 
 @dataclass(frozen=True)
 class Audit:
@@ -85,33 +54,6 @@ class Audit:
     evidence: tuple[MethodEvidence, ...]
     verdict: Verdict
     body_verdict: Verdict  # the same decision without methods that read embeddings
-
-    def to_dict(self) -> dict:
-        doc = self.comparison.to_dict()
-        for entry, evidence in zip(doc["methods"], self.evidence):
-            entry |= evidence.to_dict(self.verdict.holm_log10)
-        if self.baseline is not None:
-            base = self.baseline
-            doc["baseline"] = {
-                "name": base.name, "path": str(base.root), "digest": base.digest, "seed": base.seed, "size": len(base.members),
-                "members": sorted(base.members), "description": base.description,
-                "pairs": {e.outcome.method.name: e.population.n_pairs for e in self.evidence if e.population},
-            }
-        verdict = self.verdict
-        doc["alpha"] = verdict.alpha
-        doc["combined"] = {"pvalue": verdict.pvalue, "log10_pvalue": verdict.log10_pvalue, "method": verdict.combination}
-        body = self.body_verdict
-        doc["verdict"] = {"label": verdict.label, "headline": verdict.headline, "reason": verdict.reason,
-                          "deciding": list(verdict.deciding), "power": dict(verdict.power),
-                          "body_only": {"label": body.label, "log10_pvalue": body.log10_pvalue,
-                                        "deciding": list(body.deciding), "reason": body.reason}}
-        return doc
-
-    def to_json(self) -> str:
-        return json.dumps(canonical(self.to_dict()), sort_keys=True, indent=2, allow_nan=False) + "\n"
-
-    def write_json(self, path: str | Path) -> Path:
-        return write_atomic(path, self.to_json().encode())
 
 
 def _population(baseline: Population | str | Path | None) -> Population | None:
@@ -161,19 +103,24 @@ def _comparability(comparison: Comparison, base: Population, pairs: Sequence[tup
 def run_audit(
     path_a: str | Path,
     path_b: str | Path,
+    *,
     baseline: Population | str | Path | None = None,
     methods: Sequence[str] | None = None,
     seed: int | None = None,
     alpha: float = DEFAULT_ALPHA,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    hash_cache: HashCache | None = None,
 ) -> Audit:
     """Compare ``path_a`` and ``path_b``; with a baseline, weigh every method against it and decide.
 
     ``params`` overrides method parameters (not with a baseline, whose
-    fingerprints were made with the defaults).
+    fingerprints were made with the defaults).  ``hash_cache``: see
+    :func:`audit.compare.compare_models` (a signed report refuses cached hashes).
     """
     base = _population(baseline)
-    return assess(compare_models(path_a, path_b, methods, _audit_seed(base, seed, params, alpha), params), base, alpha)
+    seed = _audit_seed(base, seed, params, alpha)
+    return assess(compare_models(path_a, path_b, methods=methods, seed=seed, params=params, hash_cache=hash_cache),
+                  base, alpha)
 
 
 def _audit_seed(base: Population | None, seed: int | None, params: Mapping | None, alpha: float) -> int:
@@ -231,32 +178,6 @@ def _power(base: Population | None, alpha: float) -> dict[str, float]:
     return found
 
 
-def format_audit(audit: Audit) -> str:
-    """The population, calibration and verdict lines `audit compare --baseline` prints under the method table."""
-    lines = [format_table(audit.comparison), ""]
-    if audit.baseline is not None:
-        lines.append(f"baseline: {audit.baseline.name} ({len(audit.baseline.members)} models, seed {audit.baseline.seed})")
-        header = ("method", "population p", "model-based p", "pairs", "calibration", "counts")
-        rows = []
-        for e in audit.evidence:
-            pop, cal = e.population, e.calibration
-            rows.append((
-                e.outcome.method.name,
-                format_pvalue(pop.log10_pvalue) if pop else "-",
-                format_pvalue(pop.tail.log10_pvalue) if pop and pop.tail else "-",
-                str(pop.n_pairs) if pop else "-",
-                ("ok" if cal.calibrated else "MISCALIBRATED") + f" {cal.false_positives}/{cal.n}" if cal else "-",
-                (e.vote.source or "") if e.vote.counts else f"no: {e.vote.reason}",
-            ))
-        lines += columns(header, rows)
-        lines.append("")
-    v = audit.verdict
-    combined = f"combined p = {format_pvalue(v.log10_pvalue)} ({v.combination})" if v.log10_pvalue is not None else "no combined p"
-    lines.append(f"verdict at alpha {v.alpha:g}: {v.label.upper()} - {v.headline}; {combined}")
-    lines.append(f"  {v.reason}")
-    return "\n".join(lines)
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """A reported number (no weights at hand) against a population's null."""
@@ -270,7 +191,7 @@ class Evaluation:
     note: str
 
 
-def evaluate_statistic(method: str, statistic: float, baseline: Population | str | Path,
+def evaluate_statistic(method: str, statistic: float, *, baseline: Population | str | Path,
                        depths: Sequence[int] = ()) -> Evaluation:
     """Where ``statistic`` falls among the population's pairs for ``method`` (e.g. attn-std 0.927)."""
     base = _population(baseline)
@@ -300,14 +221,16 @@ class ScanRow:
     bh_log10_pvalue: float | None
 
 
-def scan(suspect: str | Path, candidates: Sequence[str | Path], baseline: Population | str | Path | None = None,
-         methods: Sequence[str] | None = None, seed: int | None = None, alpha: float = DEFAULT_ALPHA) -> list[ScanRow]:
+def scan(suspect: str | Path, candidates: Sequence[str | Path], *, baseline: Population | str | Path | None = None,
+         methods: Sequence[str] | None = None, seed: int | None = None, alpha: float = DEFAULT_ALPHA,
+         hash_cache: HashCache | None = None) -> list[ScanRow]:
     """Audit ``suspect`` against each candidate; rank by combined p, Benjamini-Hochberg across candidates.
 
-    The suspect is opened and fingerprinted once for all candidates.
+    The suspect is opened, hashed and fingerprinted once for all candidates.
     """
     base = _population(baseline)
-    comparisons = compare_against(suspect, candidates, methods, _audit_seed(base, seed, None, alpha))
+    comparisons = compare_against(suspect, candidates, methods=methods, seed=_audit_seed(base, seed, None, alpha),
+                                  hash_cache=hash_cache)
     audits = [assess(comparison, base, alpha) for comparison in comparisons]
     log10 = [a.verdict.log10_pvalue for a in audits]
     known = [i for i, p in enumerate(log10) if p is not None]
@@ -318,28 +241,3 @@ def scan(suspect: str | Path, candidates: Sequence[str | Path], baseline: Popula
     return sorted(rows, key=lambda r: (r.bh_log10_pvalue is None, r.bh_log10_pvalue if r.bh_log10_pvalue is not None else 0.0))
 
 
-def format_evaluation(result: Evaluation) -> str:
-    test = result.test
-    lines = [
-        f"{result.method} = {test.statistic:g} against population '{result.population}' "
-        f"({test.n_pairs} independent pairs of {test.n_models} models)",
-        f"empirical p = {test.pvalue:.4g} ({test.exceedances} pair(s) at least as similar; smallest attainable {test.min_pvalue:.4g})",
-    ]
-    if test.tail is not None:
-        lines.append(f"model-based p = {format_pvalue(test.tail.log10_pvalue)} (normal fitted to the {test.tail.transform} "
-                     f"null; {test.tail.gof_test} p = {test.tail.gof_pvalue:.3g})")
-    quantiles = np.quantile(test.null_distribution, [0.5, 0.95, 0.99])
-    lines.append(f"null: median {quantiles[0]:.4f}, 95% {quantiles[1]:.4f}, 99% {quantiles[2]:.4f}, max {test.null_distribution.max():.4f}")
-    lines.append(f"comparability: population depths {list(result.population_depths)}; {result.note}")
-    return "\n".join(lines)
-
-
-def format_scan(rows: list[ScanRow], alpha: float) -> str:
-    header = ("rank", "candidate", "combined p", "BH-adjusted p", "verdict")
-    table = [(str(i + 1), r.candidate, format_pvalue(r.audit.verdict.log10_pvalue) if r.audit.verdict.log10_pvalue is not None else "-",
-              format_pvalue(r.bh_log10_pvalue) if r.bh_log10_pvalue is not None else "-",
-              r.audit.verdict.label + (" (BH <= alpha)" if r.bh_log10_pvalue is not None and r.bh_log10_pvalue <= math.log10(alpha) else ""))
-             for i, r in enumerate(rows)]
-    lines = columns(header, table)
-    lines.append(f"Benjamini-Hochberg controls the false discovery rate across the {len(rows)} candidates at alpha {alpha:g}.")
-    return "\n".join(lines)

@@ -38,6 +38,7 @@ LIMITS = {
     "index": 64 * MIB,
     "mapping": 4 * MIB,
     "population": 64 * MIB,
+    "zoo": 64 * MIB,  # a labelled zoo's labels.json and pairs.json
     "pairs": 512 * MIB,
     "fingerprint": 512 * MIB,
     "key": 1 * MIB,  # a PEM/DER key or certificate chain, or a PKCS#12 file

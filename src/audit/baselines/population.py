@@ -124,6 +124,15 @@ class PairTable:
             raise InputError(f"pairs.json: the {method} null holds NaN or infinite values; refusing to use it")
         return table
 
+    def matrix(self, names: Sequence[str]) -> np.ndarray:
+        """Symmetric similarity matrix over ``names`` (NaN where a pair is not in the table, and on the diagonal)."""
+        index = {name: i for i, name in enumerate(names)}
+        matrix = np.full((len(names), len(names)), np.nan)
+        for (a, b), value in zip(self.pairs, self.statistics):
+            if a in index and b in index:
+                matrix[index[a], index[b]] = matrix[index[b], index[a]] = value
+        return matrix
+
     def without(self, excluded: set[str]) -> PairTable:
         """The pairs that involve none of ``excluded`` (e.g. a suspect that is also a member)."""
         keep = [i for i, (a, b) in enumerate(self.pairs) if a not in excluded and b not in excluded]
@@ -141,7 +150,7 @@ def _fingerprint_model(task: tuple[str, int, tuple[str, ...], str | None]) -> Fi
     reasons: dict[str, str] = {}
     with open_checkpoint(path) as checkpoint:
         roles = assign_roles(checkpoint, mapping)
-        summary = summarize(checkpoint, roles).to_dict()
+        summary = asdict(summarize(checkpoint, roles))
         model = Model(roles, checkpoint.vocab)
         for name in method_names:
             method = get_method(name)
@@ -343,7 +352,7 @@ class Population:
         return tables
 
     @classmethod
-    def open_or_create(cls, root: str | Path, name: str | None = None, seed: int = 0, description: str = "") -> Population:
+    def open_or_create(cls, root: str | Path, *, name: str | None = None, seed: int = 0, description: str = "") -> Population:
         """The population at ``root``, or a new empty one (written at its first commit)."""
         root = Path(root)
         if (root / store.MANIFEST).exists():

@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from audit import schema
-from audit.checkpoint.hashing import sha256_file
+from audit.checkpoint.hashing import FileHash, HashCache, HashJob
 from audit.checkpoint.safetensors_file import (
     PICKLE_SUFFIXES,
     SafetensorsFile,
@@ -33,15 +33,11 @@ SIDE_FILES = {"config.json": "config", "tokenizer.json": "tokenizer", "tokenizer
 
 @dataclass(frozen=True)
 class InputFile:
-    """A file the audit read: where it is, its size and (lazily) its hash."""
+    """A file the audit read: where it is, its size and its part in the model."""
 
     path: Path
     size: int
     role: str  # "weights", "index", "config", "tokenizer"
-
-    @cached_property
-    def sha256(self) -> str:
-        return sha256_file(self.path)
 
     @cached_property
     def resolved(self) -> Path:
@@ -56,6 +52,7 @@ class Checkpoint:
         self.path = path
         self.directory = path if path.is_dir() else path.parent
         self.warnings: list[str] = []
+        self._hashing: HashJob | None = None
         self._weight_files = [SafetensorsFile(p) for p in shards]
         self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
         if index is None and not path.is_dir() and is_regular(self.directory / INDEX_NAME):
@@ -111,9 +108,23 @@ class Checkpoint:
         except KeyError:
             raise InputError(f"{self.path}: no tensor named '{shown(name)}'") from None
 
+    def start_hashing(self, *, cache: HashCache | None = None) -> None:
+        """Start hashing every file on background threads (once); reading tensors meanwhile is fine.
+
+        Without ``cache`` every file is hashed fresh.  :meth:`hashes` waits for the result.
+        """
+        if self._hashing is None:
+            self._hashing = HashJob([f.path for f in self.files], cache=cache)
+
+    def hashes(self) -> dict[str, FileHash]:
+        """File name (relative to the checkpoint directory) -> SHA-256 and whether it came from the cache."""
+        self.start_hashing()
+        found = self._hashing.result()
+        return {str(f.path.relative_to(self.directory)): found[f.path] for f in self.files}
+
     def file_hashes(self) -> dict[str, str]:
         """File name (relative to the checkpoint directory) -> SHA-256."""
-        return {str(f.path.relative_to(self.directory)): f.sha256 for f in self.files}
+        return {name: h.sha256 for name, h in self.hashes().items()}
 
     def resolved_paths(self) -> dict[str, str]:
         """File name (relative to the checkpoint directory) -> the absolute path actually read, symlinks resolved."""
@@ -124,6 +135,8 @@ class Checkpoint:
         return sum(f.size for f in self.files if f.role == "weights")
 
     def close(self) -> None:
+        if self._hashing is not None:
+            self._hashing.cancel()
         for weights in self._weight_files:
             weights.close()
 

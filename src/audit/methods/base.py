@@ -140,6 +140,7 @@ class Method(ABC):
     explanation: ClassVar[str] = ""  # the method in plain words, for readers who are not specialists
     reads_embeddings: ClassVar[bool] = False  # evidence may come from untrained token rows (reported apart)
     correlation: ClassVar[bool] = True  # the statistic lies in [-1, 1]: Fisher z for its population tail
+    tunable: ClassVar[tuple[str, ...]] = ()  # parameters a user may change (`audit compare --budget`)
     fingerprint_name: ClassVar[str | None] = None  # share another method's fingerprint
     fingerprint_version: ClassVar[int] = 1
 

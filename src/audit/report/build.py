@@ -17,13 +17,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from audit.atomic import write_atomic
 from audit.auditor import Audit
+from audit.baselines import PairTable
 from audit.checkpoint import open_checkpoint
-from audit.compare import canonical
 from audit.errors import InputError
+from audit.format.json import audit_doc, canonical
 from audit.inspection import summarize
 from audit.report import plots
 from audit.report.render import MANIFEST_NAME, html_to_pdf, render_html
@@ -48,7 +48,7 @@ def describe_inputs(audit: Audit) -> list[dict]:
     described = []
     for info in audit.comparison.models:
         with open_checkpoint(info.path) as checkpoint:
-            summary = summarize(checkpoint, assign_roles(checkpoint), hashes=False).to_dict()
+            summary = dataclasses.asdict(summarize(checkpoint, assign_roles(checkpoint), hashes=False))
             sizes = {str(f.path.relative_to(checkpoint.directory)): f.size for f in checkpoint.files}
             config = checkpoint.config or {}
         described.append({
@@ -56,7 +56,8 @@ def describe_inputs(audit: Audit) -> list[dict]:
             "path": info.path,
             "architecture": {k: summary[k] for k in ("family", "model_type", "depth", "hidden", "mlp_width", "vocab",
                                                      "heads", "kv_heads", "experts", "parameters", "dtypes")},
-            "files": [{"name": name, "bytes": sizes.get(name), "sha256": digest} for name, digest in sorted(info.files.items())],
+            "files": [{"name": name, "bytes": sizes.get(name), "sha256": digest, "hashed": info.hashed.get(name, "fresh")}
+                      for name, digest in sorted(info.files.items())],
             "config": config,
         })
     return described
@@ -84,7 +85,7 @@ def build_manifest(audit: Audit, key: AuditorKey, case_id: str, command: str, da
         "case": {"id": case_id, "date": (date or dt.datetime.now(dt.timezone.utc).date()).isoformat(), "command": command},
         "auditor": {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in dataclasses.asdict(info).items()},
         "versions": versions(),
-        "audit": audit.to_dict(),
+        "audit": audit_doc(audit),
         "inputs": describe_inputs(audit),
         "baseline_members": members,
         "baseline_pairs": _pair_tables(audit),
@@ -153,12 +154,9 @@ def _figures(method: Mapping[str, Any], labels: tuple[str, str]) -> list[dict]:
 
 def _heatmaps(manifest: Mapping[str, Any]) -> list[dict]:
     members = [m["name"] for m in manifest["baseline_members"]]
-    index = {name: i for i, name in enumerate(members)}
     figures = []
     for method, table in manifest["baseline_pairs"].items():
-        matrix = np.full((len(members), len(members)), np.nan)
-        for (a, b), value in zip(table["pairs"], table["statistics"]):
-            matrix[index[a], index[b]] = matrix[index[b], index[a]] = value
+        matrix = PairTable.from_dict(method, table).matrix(members)
         figures.append({"svg": plots.similarity_heatmap(matrix, members, f"{method} between baseline models"),
                         "caption": f"{method} for every pair of baseline models (blank: not comparable, e.g. different depths)."})
     return figures
@@ -223,14 +221,23 @@ def render_report(manifest: Mapping[str, Any], manifest_bytes: bytes) -> bytes:
 
 def write_report(
     audit: Audit,
-    key: AuditorKey,
     out: str | Path,
+    *,
+    key: AuditorKey,
     case_id: str,
     command: str,
     verify_command: str,
     timestamp_url: str | None = None,
 ) -> Path:
-    """Render, sign in memory and write ``out`` atomically (nothing is written on failure)."""
+    """Render, sign in memory and write ``out`` atomically (nothing is written on failure).
+
+    Every file hash must have been computed in this run: a signature vouches
+    for the bytes audited, which a cached digest (keyed by file metadata) cannot.
+    """
+    stale = [f"{m.label}/{name}" for m in audit.comparison.models for name, how in m.hashed.items() if how != "fresh"]
+    if stale:
+        raise InputError(f"a signed report hashes every file fresh, but {stale[0]} came from the hash cache; "
+                         "run the audit without a hash cache")
     manifest = build_manifest(audit, key, case_id, command)
     manifest["case"]["verify"] = verify_command
     manifest_bytes = (json.dumps(manifest, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()

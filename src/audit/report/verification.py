@@ -14,8 +14,8 @@ from typing import Any, Sequence
 from audit.auditor import run_audit
 from audit.baselines import Population
 from audit.checkpoint import open_checkpoint
-from audit.compare import canonical
 from audit.errors import AuditError
+from audit.format.json import audit_doc, canonical
 from audit.report.render import MANIFEST_NAME
 from audit.signature import Check, load_certificates, verify_report
 
@@ -87,8 +87,9 @@ def _recompute(manifest: dict, models: Sequence[str], baseline: str | None) -> l
     population, check = _population(doc, baseline)
     if check is not None and not check.ok:
         return [check]
-    audit = run_audit(models[0], models[1], population, [m["name"] for m in doc["methods"]], doc["seed"], doc["alpha"])
-    found = differences(doc, canonical(audit.to_dict()))
+    audit = run_audit(models[0], models[1], baseline=population, methods=[m["name"] for m in doc["methods"]],
+                      seed=doc["seed"], alpha=doc["alpha"])
+    found = differences(doc, canonical(audit_doc(audit)))
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         return [*filter(None, [check]), Check("recompute", False, f"{len(found)} number(s) differ from the manifest: {shown}")]
@@ -97,6 +98,7 @@ def _recompute(manifest: dict, models: Sequence[str], baseline: str | None) -> l
 
 def verify_audit_report(
     pdf: str | Path,
+    *,
     trust: Sequence[str | Path] = (),
     models: Sequence[str] | None = None,
     recompute: bool = False,

@@ -65,7 +65,7 @@ def make_seeds(root: Path) -> Seeds:
     """Write the valid seed inputs under ``root`` (a few hundred KB; the population has two tiny members)."""
     from audit.baselines import Population
     from audit.roles.families import BUILTINS
-    from audit.synth import Dims, make_checkpoint
+    from audit.testing.synth import Dims, make_checkpoint
 
     dims = Dims(layers=2, hidden=16, mlp=32, heads=2, vocab=20)
     model = make_checkpoint(root / "model", "llama", dims, tokenizer=True).path
