@@ -354,8 +354,8 @@ class Population:
     @classmethod
     def open_or_create(cls, root: str | Path, *, name: str | None = None, seed: int = 0, description: str = "") -> Population:
         """The population at ``root``, or a new empty one (written at its first commit)."""
-        root = Path(root)
-        if (root / store.MANIFEST).exists():
+        root = check_name(root)
+        if status(root / store.MANIFEST, "population") is not None:
             return cls.open(root)
         if not 0 <= seed < 2**63:
             raise InputError(f"seed must be a whole number from 0 to 2^63 - 1, not {seed}")

@@ -73,7 +73,7 @@ def make_seeds(root: Path) -> Seeds:
     sharded = make_checkpoint(root / "sharded", "llama", dims, shards=2).path
     mapping = root / "mapping.json"
     mapping.write_text(json.dumps({**BUILTINS["llama"].source, "family": "my-llama"}))
-    population = Population.open_or_create(root / "population", "seed", seed=0)
+    population = Population.open_or_create(root / "population", name="seed", seed=0)
     population.add([model, other], workers=1, source="synthetic", licence="CC0", notes="independent draws")
     return Seeds(model, sharded, mapping, root / "population")
 
