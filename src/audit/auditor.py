@@ -208,7 +208,7 @@ def evaluate_statistic(method: str, statistic: float, *, baseline: Population | 
         note = "no depths given for the case: comparability with the population is unknown"
     elif outside:
         note = (f"depth(s) {outside} lie outside the population's {member_depths[0]}-{member_depths[-1]} layers; "
-                "depth-dependent statistics (attn-std) may have a different null there: treat the p-value as indicative")
+                "a depth-dependent statistic may have a different null there: treat the p-value as indicative")
     else:
         note = "the case's depths lie within the population's range"
     return Evaluation(method, test, base.name, member_depths, tuple(depths), test.n_pairs, note)

@@ -90,12 +90,14 @@ def outcome_doc(outcome) -> dict:
         "explanation": method.explanation,
         "measures": method.measures,
         "survives": method.survives,
+        "reads_embeddings": method.reads_embeddings,
         "parameters": dataclasses.asdict(method),
         "fingerprint_bytes": list(outcome.fingerprint_bytes) if outcome.fingerprint_bytes else None,
         "statistic": None, "pvalue": None, "log10_pvalue": None, "null": None, "tail": None, "details": None,
+        "detail": None,
     }
     if outcome.result is not None:
-        out |= result_doc(outcome.result)
+        out |= result_doc(outcome.result) | {"detail": method.detail(outcome.result.details)}
     return out
 
 

@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from audit.baselines import Population
     from audit.compare import Comparison
     from audit.inspection import ModelSummary
-    from audit.stats import TestResult
 
 
 def columns(header: Sequence[object], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -39,7 +38,7 @@ def format_comparison(comparison: Comparison) -> str:
         note = "uncalibrated: not evidence yet" if not method.calibrated else ("exact under H0" if method.exact else "")
         rows.append((method.name, f"{result.statistic:.4f}", format_pvalue(result.log10_pvalue), tail, null, note))
     lines += columns(header, rows)
-    notes = [f"- {o.method.name}: {line}" for o in comparison.outcomes if o.result and (line := _detail_line(o.result))]
+    notes = [f"- {o.method.name}: {line}" for o in comparison.outcomes if o.result and (line := o.method.detail(o.result.details))]
     if notes:
         lines += ["", *notes]
     caveats = [f"- {o.method.name}: {o.method.caveat}" for o in comparison.outcomes if o.applicable and o.method.caveat]
@@ -47,18 +46,6 @@ def format_comparison(comparison: Comparison) -> str:
         lines += ["", "caveats:", *caveats]
     lines += ["", "A small p-value is evidence against independent training; a large one is not proof of independence."]
     return "\n".join(lines)
-
-
-def _detail_line(result: TestResult) -> str | None:
-    """The per-projection r of attn-std, or which MoE blocks matched best."""
-    details = result.details
-    if "per_projection" in details:
-        return "r per projection: " + ", ".join(f"{p.removeprefix('attn.')} {r:.3f}"
-                                                for p, r in details["per_projection"].items())
-    if any(layer["pairs_compared"] > 1 for layer in details.get("layers", [])):
-        a, b = details["most_frequent_best_pair"]
-        return f"best-matching MLP blocks (most layers): A {a} ~ B {b}; Bonferroni over the pairs compared per layer"
-    return None
 
 
 def format_audit(audit: Audit) -> str:

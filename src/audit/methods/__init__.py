@@ -20,7 +20,7 @@ from typing import Sequence
 
 from audit.errors import InputError
 from audit.methods.attn_std import AttnStd, AttnStdDetrended
-from audit.methods.base import Fingerprint, Inapplicable, Method, Model
+from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
 from audit.methods.neuron_match import NeuronMatch
 from audit.methods.norm import Norm
 from audit.methods.pcs import Pcs
@@ -49,4 +49,4 @@ def tunable(names: Sequence[str] | None, **values: object) -> dict[str, dict[str
     return {cls.name: found for cls in chosen if (found := {k: v for k, v in values.items() if k in cls.tunable})}
 
 
-__all__ = ["REGISTRY", "Fingerprint", "Inapplicable", "Method", "Model", "get_method", "tunable"]
+__all__ = ["REGISTRY", "Figure", "Fingerprint", "Inapplicable", "Method", "Model", "get_method", "tunable"]

@@ -25,13 +25,13 @@ from audit.checkpoint import open_checkpoint
 from audit.errors import InputError
 from audit.format.json import audit_doc, canonical
 from audit.inspection import summarize
+from audit.methods import get_method
 from audit.report import plots
 from audit.report.render import MANIFEST_NAME, html_to_pdf, render_html
 from audit.roles import assign_roles
 from audit.signature import AuditorKey, sign_pdf
 
 VERSIONED = ("numpy", "scipy", "statsmodels", "matplotlib", "weasyprint", "pyhanko", "safetensors", "ml_dtypes")
-HEATMAP_METHODS = ("attn-std", "pcs")
 VERDICT_TEXT = {
     "derived": "A similarity this strong is very unlikely between independently trained models: the data are "
                "evidence that one model's weights derive from the other's, or that both derive from a common ancestor.",
@@ -95,8 +95,8 @@ def build_manifest(audit: Audit, key: AuditorKey, case_id: str, command: str, da
 def _pair_tables(audit: Audit) -> dict:
     if audit.baseline is None:
         return {}
-    return {name: audit.baseline.pair_table(name).to_dict() for name in HEATMAP_METHODS
-            if any(e.outcome.method.name == name for e in audit.evidence)}
+    return {e.outcome.method.name: audit.baseline.pair_table(e.outcome.method.name).to_dict() for e in audit.evidence
+            if e.outcome.method.population_heatmap}
 
 
 def _config_differences(inputs: list[dict]) -> list[tuple[str, str, str]]:
@@ -124,19 +124,11 @@ def _input_rows(inputs: list[dict]) -> list[dict]:
 
 def _figures(method: Mapping[str, Any], labels: tuple[str, str]) -> list[dict]:
     figures = []
-    details = method.get("details") or {}
     name = method["name"]
-    if name == "attn-std" and "profiles" in details:
-        projections = ("q", "k", "v", "o")
-        profile_a = {p: details["profiles"]["A"][i] for i, p in enumerate(projections)}
-        profile_b = {p: details["profiles"]["B"][i] for i, p in enumerate(projections)}
-        figures.append({"svg": plots.layer_profiles(profile_a, profile_b, labels[0], labels[1], "std of weights"),
-                        "caption": "Per-layer standard deviation of the q, k, v, o projections of both models "
-                                   "(before z-scoring), over normalised depth.", "css": ""})
-    layers = details.get("layers")
-    if isinstance(layers, list) and layers and "log10_pvalue" in layers[0]:
-        figures.append({"svg": plots.layer_evidence([l["log10_pvalue"] for l in layers]),
-                        "caption": f"Per-layer evidence of {name}: -log10 of each layer's matching p-value.", "css": ""})
+    if method.get("details"):
+        for figure in get_method(name).figures(method["details"]):
+            models = {"label_a": labels[0], "label_b": labels[1]} if figure.per_model else {}
+            figures.append({"svg": getattr(plots, figure.plot)(**figure.data, **models), "caption": figure.caption, "css": ""})
     population = method.get("population")
     if population:
         tail = population.get("tail")
@@ -183,8 +175,9 @@ def _limitations(manifest: Mapping[str, Any]) -> list[str]:
     for m in doc["methods"]:
         if m.get("caveat") and m["applicable"]:
             items.append(f"{m['name']}: {m['caveat']}.")
+    body = [m["name"] for m in doc["methods"] if not m.get("reads_embeddings")]
     items.append("Methods that read embeddings can detect derivation through token rows that training never changed; "
-                 "the transformer-body methods (attn-std, norm, pcs, neuron-match) do not depend on them.")
+                 f"the transformer-body methods ({', '.join(body) or 'none in this audit'}) do not depend on them.")
     items.append("A p-value above alpha is not proof of independence: transformations a method does not survive "
                  "(stated in each section) hide a derivation from it.")
     return items
@@ -196,7 +189,7 @@ def render_report(manifest: Mapping[str, Any], manifest_bytes: bytes) -> bytes:
     labels = (f"A: {Path(doc['models'][0]['path']).name}", f"B: {Path(doc['models'][1]['path']).name}")
     methods = [dict(m, figures=_figures(m, labels), about=m.get("explanation", ""), reference=m.get("reference", ""),
                     population=m.get("population"), calibration=m.get("calibration"),
-                    extra_statistics=", ".join(f"{k} {v:.3f}" for k, v in (m.get("details") or {}).get("per_projection", {}).items()))
+                    detail=m.get("detail") or "")
                for m in doc["methods"]]
     context = {
         "doc": doc,
