@@ -12,7 +12,9 @@ rates at alpha 0.01 and 0.05 on independent pairs and a KS test of the
 independent pairs' p-values, for three scores per method (within-pair p,
 population p, and the p that counts in the verdict), then the same for the
 combined verdict, the verdict without embedding-based methods (body only),
-and each method's leave-models-out calibration on the population.  Without
+each method's leave-models-out calibration on the population, and the
+per-disguise table (pairs.json ``disguises``: derived pairs' smallest exact
+within-pair p and verdict, the same disguises on independent pairs).  Without
 --baseline, a population is built from the zoo's independent models.
 ``--write-power`` stores each method's TPR at alpha in the baseline folder,
 where the verdict quotes it.  Works on any folder with labels.json,
@@ -35,10 +37,11 @@ from audit import assign_roles, open_checkpoint
 from audit.testing.accuracy import accuracy_rows, markdown_table, pivot_table
 from audit.zoo import load_zoo
 from audit.atomic import write_atomic
-from audit.auditor import assess, population_calibration
+from audit.auditor import EXACT_SOURCE, assess, population_calibration
 from audit.baselines import Population
 from audit.compare import Comparison, ModelInfo, run_method
 from audit.methods import REGISTRY, Model, get_method
+from audit.testing.disguise_table import PairOutcome, disguise_markdown, disguise_rows
 
 
 def _population(zoo, baseline: Path | None, workdir: Path) -> Population:
@@ -48,6 +51,12 @@ def _population(zoo, baseline: Path | None, workdir: Path) -> Population:
     population = Population.open_or_create(workdir / "population", name=f"{zoo.root.name}-independent")
     population.add([zoo.model_path(n) for n in roots], names=roots)
     return population
+
+
+def _exact_log10_p(audit) -> float | None:
+    """Smallest p among the methods that count through their within-pair exact test."""
+    exact = [e.vote.log10_pvalue for e in audit.evidence if e.vote.counts and e.vote.source == EXACT_SOURCE]
+    return min(exact) if exact else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                   "### TPR at alpha = 0.01 by derivation (the p-value that counts)", "",
                   pivot_table(rows, "tpr_at_alpha_01", counted), "",
                   "<details><summary>Every score by derivation</summary>", "", markdown_table(rows), "", "</details>", ""]
+        outcomes = [PairOutcome(pair.label, pair.disguises, _exact_log10_p(audit), audit.verdict.label)
+                    for pair, audit in zip(zoo.pairs, verdicts[0.01])]
+        lines += ["### Per disguise (alpha 0.01)", "",
+                  "Rows: the disguises separating a pair (`pairs.json` `disguises`). Exact p: the smallest p among the "
+                  "methods that count with a within-pair exact test (weakest derived pair of the row, best in brackets); "
+                  "independent pairs of a row are unrelated models carrying the same disguises.", "",
+                  disguise_markdown(disguise_rows(outcomes, 0.01), 0.01), ""]
         lines += ["### Verdict labels", "",
                  "| alpha | independent pairs called derived | derived pairs called derived | inconclusive (indep. / derived) |",
                  "|---|---|---|---|"]

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from audit.checkpoint import Checkpoint
+from audit.checkpoint.hub import hub_record
 from audit.checkpoint.dtypes import is_float
 from audit.roles import RoleMap
 from audit.roles.names import LAYER_ORDER
@@ -55,6 +56,8 @@ class ModelSummary:
     unassigned: list[str]
     files: list[FileSummary]
     warnings: list[str] = field(default_factory=list)
+    tokenizer: dict | None = None  # where the vocabulary came from (kind, path, size)
+    hub: dict | None = None  # repository, commit and blob checks when opened by Hugging Face id
 
 
 def _first_shape(roles: RoleMap, role: str, axis: int) -> int | None:
@@ -88,6 +91,8 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
     hidden = embed.shape[1] if embed is not None else _first_shape(roles, "attn.q", 1)
     floats = [t for t in checkpoint.tensors.values() if is_float(t.dtype)]
     digests = checkpoint.file_hashes() if hashes else {}
+    files = [FileSummary(name, f.role, f.size, digests.get(name))
+             for f in checkpoint.files for name in [str(f.path.relative_to(checkpoint.directory))]]
     return ModelSummary(
         path=str(checkpoint.path),
         family=roles.family,
@@ -115,9 +120,15 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
         global_roles=sorted(roles.globals),
         ignored=list(roles.ignored),
         unassigned=list(roles.unassigned),
+<<<<<<< HEAD
         files=[
             FileSummary(name, f.role, f.size, digests[name] if hashes else None, str(f.resolved))
             for f in checkpoint.files for name in [str(f.path.relative_to(checkpoint.directory))]
         ],
+=======
+        files=files,
+>>>>>>> main
         warnings=list(checkpoint.warnings),
+        tokenizer=checkpoint.vocabulary.summary() if checkpoint.vocabulary is not None else None,
+        hub=hub_record(checkpoint.source, {f.path: f.sha256 for f in files}) if checkpoint.source is not None else None,
     )

@@ -2,7 +2,7 @@
 
 ``labels.json`` holds one entry per model (its parent and derivation) and
 ``pairs.json`` a list of ``{"a", "b", "label": "derived"|"independent",
-"derivation", ...}``; models live in ``models/NAME``.  The demo reads the
+"derivation", "disguises", ...}``; models live in ``models/NAME``.  The demo reads the
 shipped zoo through this module; the accuracy tables (:mod:`audit.testing.accuracy`)
 read any labelled zoo.
 """
@@ -24,6 +24,7 @@ class LabelledPair:
     label: str  # "derived" or "independent"
     derivation: str | None
     hard_negative: bool = False
+    disguises: tuple[str, ...] = ()  # function-preserving disguises and depth changes separating a and b
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,13 @@ def load_zoo(root: str | Path) -> Zoo:
     models = schema.obj(labels.get("models", labels), root / "labels.json", "models")
     pairs = []
     for item in raw_pairs:
+        disguises = (item.get("disguises") or []) if isinstance(item, dict) else None
         if (not isinstance(item, dict) or item.get("label") not in ("derived", "independent")
                 or not isinstance(item.get("a"), str) or not isinstance(item.get("b"), str)
-                or item["a"] not in models or item["b"] not in models):
+                or item["a"] not in models or item["b"] not in models
+                or not isinstance(disguises, list) or not all(isinstance(d, str) for d in disguises)):
             raise InputError(f"{root}/pairs.json: bad pair {shown(repr(item), 200)} (labels must be derived/independent, "
-                             "models in labels.json)")
-        pairs.append(LabelledPair(item["a"], item["b"], item["label"], item.get("derivation"), bool(item.get("hard_negative"))))
+                             "models in labels.json, disguises a list of names)")
+        pairs.append(LabelledPair(item["a"], item["b"], item["label"], item.get("derivation"), bool(item.get("hard_negative")),
+                                  tuple(disguises)))
     return Zoo(root, models, tuple(pairs))

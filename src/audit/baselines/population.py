@@ -22,6 +22,7 @@ import numpy as np
 from audit.atomic import write_atomic
 from audit.baselines import store
 from audit.checkpoint import open_checkpoint
+from audit.checkpoint.hub import default_member_name
 from audit.checkpoint.hashing import listing_digest, tensor_content_digest
 from audit.errors import InputError
 from audit.files import LIMITS, check_name, parse_json, read_file, status
@@ -382,7 +383,7 @@ class Population:
         A name already taken, or weights already present (by content, in any
         file layout), is refused before anything is written.
         """
-        names = list(names) if names else [Path(p).resolve().name for p in paths]
+        names = list(names) if names else [default_member_name(p) for p in paths]
         if len(names) != len(paths):
             raise InputError(f"{len(paths)} model(s) but {len(names)} name(s)")
         for name in names:
@@ -404,7 +405,9 @@ class Population:
                     raise InputError(f"'{name}' has the same weights as member '{same}' (same tensors, whatever the file layout)")
                 by_content[info["content"]] = name
                 summary = info["summary"]
-                added[name] = Member(name, source, licence, notes, info["content"], info["files"],
+                hub = summary.get("hub")
+                origin = source or (f"Hugging Face {hub['repo_id']} commit {hub['commit']}" if hub else "")
+                added[name] = Member(name, origin, licence, notes, info["content"], info["files"],
                                      {k: summary[k] for k in SUMMARY_KEYS}, {}, reasons)
             self._commit(added, {name: result[1] for name, result in zip(names, results)})
         return [self.members[name] for name in names]

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from audit import schema
 from audit.checkpoint.hashing import FileHash, HashCache, HashJob
+from audit.checkpoint.hub import HubSource, resolve_model
 from audit.checkpoint.safetensors_file import (
     PICKLE_SUFFIXES,
     SafetensorsFile,
@@ -53,6 +54,7 @@ class Checkpoint:
         self.directory = path if path.is_dir() else path.parent
         self.warnings: list[str] = []
         self._hashing: HashJob | None = None
+        self.source: HubSource | None = None  # set when opened by Hub model id
         self._weight_files = [SafetensorsFile(p) for p in shards]
         self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
         if index is None and not path.is_dir() and is_regular(self.directory / INDEX_NAME):
@@ -195,9 +197,22 @@ def _layout(path: Path, found) -> tuple[list[Path], Path | None, dict | None]:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
+<<<<<<< HEAD
     """Open a checkpoint lazily; raise :class:`InputError` with one line if unusable."""
     path = check_name(path)
     found = status(path, "checkpoint")
     if found is None:
         raise InputError(f"{shown(path, 300)}: no such file or directory")
     return Checkpoint(path, *_layout(path, found))
+=======
+    """Open a checkpoint lazily; raise :class:`InputError` with one line if unusable.
+
+    ``path`` is a file or folder, or a Hugging Face model id ``org/name[@revision]``
+    found in the local Hub cache (a path that exists wins); the checkpoint's
+    ``source`` then records the repository and commit.
+    """
+    path, source = resolve_model(path)
+    checkpoint = Checkpoint(path, *_layout(path))
+    checkpoint.source = source
+    return checkpoint
+>>>>>>> main

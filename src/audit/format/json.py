@@ -73,7 +73,12 @@ def model_doc(info) -> dict:
     """A :class:`~audit.compare.ModelInfo`."""
     return {"label": info.label, "path": info.path, "sha256": info.sha256, "files": dict(info.files),
             "hashed": {name: info.hashed.get(name, "fresh") for name in info.files},
+<<<<<<< HEAD
             "resolved": dict(info.resolved), "family": info.family, "depth": info.depth}
+=======
+            "hub": info.hub,
+            "family": info.family, "depth": info.depth}
+>>>>>>> main
 
 
 def outcome_doc(outcome) -> dict:
@@ -112,6 +117,9 @@ def comparison_doc(comparison) -> dict:
             "pvalue": "one-sided (upper tail: more similar than independent models); a float, so it reads 0.0 "
                       "below about 1e-308, where log10_pvalue stays exact",
             "models.sha256": "SHA-256 of the sha256sum-style listing of the model's files",
+            "models.hub": "for a model named by Hugging Face id: repository, revision asked for, commit, and per file "
+                          "its blob in the local Hub cache and whether the audited bytes match the blob's name (an LFS "
+                          "object's name is the SHA-256 the Hub publishes; a git blob's is git's SHA-1)",
             "models.hashed": "per file: 'fresh' (hashed in this run) or 'cache' (from the opt-in hash cache, "
                              "keyed by device, inode, size and modification time)",
             "models.resolved": "per file: the absolute path read, symlinks resolved (a Hub cache snapshot links "

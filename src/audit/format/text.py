@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from audit.stats.pvalues import format_pvalue
 
@@ -21,10 +21,25 @@ def columns(header: Sequence[object], rows: Sequence[Sequence[object]]) -> list[
     return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in table]
 
 
+def hub_line(hub: Mapping) -> str:
+    """Repository, commit and the LFS blob check of a model named by Hub id."""
+    unchecked = sum(1 for c in hub["files"].values() if c["lfs"] and c["matches"] is None)
+    line = (f"Hugging Face {hub['repo_id']}@{hub['revision']}, commit {hub['commit']}: "
+            f"{hub['lfs_verified']} of {hub['lfs_files']} LFS files match their SHA-256 blob ids"
+            + (f" ({unchecked} not hashed)" if unchecked else ""))
+    if hub["mismatched"]:
+        line += f"; WARNING: {', '.join(hub['mismatched'])} differ from the blob the Hub cache names"
+    return line
+
+
 def format_comparison(comparison: Comparison) -> str:
     """The method table `audit compare` prints."""
-    lines = [f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]}"
-             f"{'' if m.fresh else ', file hashes from the hash cache'})" for m in comparison.models]
+    lines = []
+    for m in comparison.models:
+        lines.append(f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]}"
+                     f"{'' if m.fresh else ', file hashes from the hash cache'})")
+        if m.hub is not None:
+            lines.append(f"   {hub_line(m.hub)}")
     lines += [f"seed: {comparison.seed}", ""]
     header = ("method", "statistic", "p-value", "model-based p", "null", "notes")
     rows = []
@@ -145,6 +160,11 @@ def format_summary(summary: ModelSummary) -> str:
         lines.append(f"ignored      {len(summary.ignored)} buffer tensor(s)")
     if summary.unassigned:
         lines.append(f"unassigned   {len(summary.unassigned)}: " + ", ".join(summary.unassigned[:5]) + (" ..." if len(summary.unassigned) > 5 else ""))
+    if summary.tokenizer:
+        lines.append(f"tokenizer    {summary.tokenizer['size']:,} tokens from {summary.tokenizer['path']} "
+                     f"({summary.tokenizer['kind']}, {summary.tokenizer['encoding']})")
+    if summary.hub:
+        lines.append(f"source       {hub_line(summary.hub)}")
     lines.append("files")
     lines += [f"  {f.path}  {f.role}  {f.bytes:,} bytes  sha256 {f.sha256 or '(not computed)'}" for f in summary.files]
     lines += [f"warning: {w}" for w in summary.warnings]

@@ -59,6 +59,7 @@ def describe_inputs(audit: Audit) -> list[dict]:
             "files": [{"name": name, "bytes": sizes.get(name), "sha256": digest, "hashed": info.hashed.get(name, "fresh")}
                       for name, digest in sorted(info.files.items())],
             "config": config,
+            "hub": info.hub,
         })
     return described
 
@@ -119,7 +120,24 @@ def _input_rows(inputs: list[dict]) -> list[dict]:
                  else (f"{v:,}" if isinstance(v, int) and key == "parameters" else ("–" if v is None else str(v)))
                  for v in values]
         rows.append({"label": label, "a": shown[0], "b": shown[1], "css": ""})
+    hubs = [i.get("hub") for i in inputs]
+    if any(hubs):
+        for what, label, css in (("repo", "Hugging Face repository", "mono"), ("commit", "Commit", "mono"),
+                                 ("lfs", "LFS files", "")):
+            rows.append({"label": label, "a": _hub_cell(hubs[0], what), "b": _hub_cell(hubs[1], what), "css": css})
     return rows
+
+
+def _hub_cell(hub: Mapping[str, Any] | None, what: str) -> str:
+    """One cell of the inputs table for a model named by Hub id (an en dash for a local path)."""
+    if not hub:
+        return "–"
+    if what == "repo":
+        return f"{hub['repo_id']}@{hub['revision']}"
+    if what == "commit":
+        return hub["commit"]
+    text = f"{hub['lfs_verified']} of {hub['lfs_files']} match their SHA-256 blob id"
+    return text + (f"; DIFFERENT: {', '.join(hub['mismatched'])}" if hub["mismatched"] else "")
 
 
 def _figures(method: Mapping[str, Any], labels: tuple[str, str]) -> list[dict]:
