@@ -33,11 +33,8 @@ class ModelInfo:
     family: str
     depth: int
     hashed: Mapping[str, str] = field(default_factory=dict)  # file -> "fresh" | "cache"
-<<<<<<< HEAD
-    resolved: Mapping[str, str] = field(default_factory=dict)  # file -> the absolute path read, symlinks resolved
-=======
     hub: Mapping[str, Any] | None = None  # repository, commit and blob checks when named by Hub id
->>>>>>> main
+    resolved: Mapping[str, str] = field(default_factory=dict)  # file -> the absolute path read, symlinks resolved
 
     @property
     def fresh(self) -> bool:
@@ -138,15 +135,11 @@ def _model(checkpoint: Checkpoint) -> Model:
 
 def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) -> ModelInfo:
     hashes = checkpoint.hashes()
-<<<<<<< HEAD
-    return ModelInfo(label, str(path), {n: h.sha256 for n, h in hashes.items()}, model.roles.family, model.roles.depth,
-                     {n: h.source for n, h in hashes.items()}, checkpoint.resolved_paths())
-=======
     files = {n: h.sha256 for n, h in hashes.items()}
     hub = hub_record(checkpoint.source, files) if checkpoint.source is not None else None
     return ModelInfo(label, str(path), files, model.roles.family, model.roles.depth,
-                     {n: h.source for n, h in hashes.items()}, hub)
->>>>>>> main
+                     {n: h.source for n, h in hashes.items()}, hub,
+                     resolved=checkpoint.resolved_paths())
 
 
 def run_method(

@@ -91,7 +91,7 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
     hidden = embed.shape[1] if embed is not None else _first_shape(roles, "attn.q", 1)
     floats = [t for t in checkpoint.tensors.values() if is_float(t.dtype)]
     digests = checkpoint.file_hashes() if hashes else {}
-    files = [FileSummary(name, f.role, f.size, digests.get(name))
+    files = [FileSummary(name, f.role, f.size, digests.get(name), str(f.resolved))
              for f in checkpoint.files for name in [str(f.path.relative_to(checkpoint.directory))]]
     return ModelSummary(
         path=str(checkpoint.path),
@@ -120,14 +120,7 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
         global_roles=sorted(roles.globals),
         ignored=list(roles.ignored),
         unassigned=list(roles.unassigned),
-<<<<<<< HEAD
-        files=[
-            FileSummary(name, f.role, f.size, digests[name] if hashes else None, str(f.resolved))
-            for f in checkpoint.files for name in [str(f.path.relative_to(checkpoint.directory))]
-        ],
-=======
         files=files,
->>>>>>> main
         warnings=list(checkpoint.warnings),
         tokenizer=checkpoint.vocabulary.summary() if checkpoint.vocabulary is not None else None,
         hub=hub_record(checkpoint.source, {f.path: f.sha256 for f in files}) if checkpoint.source is not None else None,

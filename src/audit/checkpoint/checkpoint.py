@@ -197,22 +197,16 @@ def _layout(path: Path, found) -> tuple[list[Path], Path | None, dict | None]:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-<<<<<<< HEAD
-    """Open a checkpoint lazily; raise :class:`InputError` with one line if unusable."""
-    path = check_name(path)
-    found = status(path, "checkpoint")
-    if found is None:
-        raise InputError(f"{shown(path, 300)}: no such file or directory")
-    return Checkpoint(path, *_layout(path, found))
-=======
     """Open a checkpoint lazily; raise :class:`InputError` with one line if unusable.
 
     ``path`` is a file or folder, or a Hugging Face model id ``org/name[@revision]``
     found in the local Hub cache (a path that exists wins); the checkpoint's
     ``source`` then records the repository and commit.
     """
-    path, source = resolve_model(path)
-    checkpoint = Checkpoint(path, *_layout(path))
+    path, source = resolve_model(check_name(path))
+    found = status(path, "checkpoint")
+    if found is None:
+        raise InputError(f"{shown(path, 300)}: no such file or directory")
+    checkpoint = Checkpoint(path, *_layout(path, found))
     checkpoint.source = source
     return checkpoint
->>>>>>> main

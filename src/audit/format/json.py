@@ -73,12 +73,8 @@ def model_doc(info) -> dict:
     """A :class:`~audit.compare.ModelInfo`."""
     return {"label": info.label, "path": info.path, "sha256": info.sha256, "files": dict(info.files),
             "hashed": {name: info.hashed.get(name, "fresh") for name in info.files},
-<<<<<<< HEAD
-            "resolved": dict(info.resolved), "family": info.family, "depth": info.depth}
-=======
-            "hub": info.hub,
+            "hub": info.hub, "resolved": dict(info.resolved),
             "family": info.family, "depth": info.depth}
->>>>>>> main
 
 
 def outcome_doc(outcome) -> dict:
