@@ -1,9 +1,16 @@
-"""The code's shape: methods describe themselves, so no code outside ``audit.methods`` names one."""
+"""The code's shape: methods describe themselves (no code outside ``audit.methods`` names one), and the
+command line starts without the heavy libraries."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import audit
 from audit.methods import REGISTRY, get_method
@@ -54,3 +61,41 @@ def test_method_flags_the_report_reads():
     assert {name for name, cls in REGISTRY.items() if cls.population_heatmap} == {"attn-std", "pcs"}
     assert {name for name, cls in REGISTRY.items() if cls.reads_embeddings} == {"robust-match"}
     assert {name for name, cls in REGISTRY.items() if cls.tunable} == {"neuron-match", "robust-match"}
+
+
+HEAVY = ("weasyprint", "pyhanko", "matplotlib", "statsmodels", "scipy.stats", "ml_dtypes", "tqdm")
+
+
+def _loaded_after(code: str) -> set[str]:
+    """Heavy modules present after running ``code`` in a fresh interpreter (nothing imported by this test run leaks in)."""
+    probe = code + f"\nimport sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(SOURCE.parent)})
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split("\n")[-2].split())
+
+
+def test_the_cli_imports_no_heavy_library_at_start():
+    assert _loaded_after("import audit.cli\nimport audit\naudit.__version__") == set()
+
+
+def test_inspect_imports_no_heavy_library(tmp_path):
+    from audit.testing.synth import Dims, make_checkpoint
+
+    path = make_checkpoint(tmp_path / "m", "llama", Dims(), seed=1, dtype="BF16").path
+    code = f"from audit.cli import main\nassert main(['inspect', {str(path)!r}, '--json']) == 0"
+    assert _loaded_after(code) == set()  # a bf16 header is checked without ml_dtypes
+
+
+def test_the_heavy_libraries_do_load_where_needed():
+    """The probe can fail: reading a bf16 tensor loads ml_dtypes, running a method loads scipy.stats."""
+    assert "ml_dtypes" in _loaded_after("from audit.checkpoint.dtypes import numpy_dtype\nnumpy_dtype('BF16')")
+    assert "scipy.stats" in _loaded_after("import audit.methods")
+
+
+def test_lazy_names_of_the_package():
+    import audit
+
+    assert audit.open_checkpoint is importlib.import_module("audit.checkpoint").open_checkpoint
+    with pytest.raises(AttributeError):
+        audit.no_such_name  # noqa: B018

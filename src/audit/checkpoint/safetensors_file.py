@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.checkpoint.dtypes import DTYPES
+from audit.checkpoint.dtypes import DTYPES, ITEMSIZE
 from audit.errors import InputError, shown
 from audit.files import open_regular, parse_json
 
@@ -162,7 +162,7 @@ class SafetensorsFile:
             raise InputError(f"tensor '{name_shown}': data_offsets {shown(repr(offsets), 80)} must be two integers "
                              "0 <= begin <= end")
         entry = TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
-        expected = entry.numel * DTYPES[dtype].itemsize
+        expected = entry.numel * ITEMSIZE[dtype]
         if entry.end - entry.begin != expected:
             raise InputError(
                 f"tensor '{name_shown}': dtype {dtype} with shape {shown(list(shape), 80)} needs {shown(expected, 40)} bytes "

@@ -1,11 +1,13 @@
-"""Plain text for the terminal: what every command prints."""
+"""Plain text for the terminal: what every command prints.
+
+Library imports sit inside the functions: `audit inspect` loads this module
+and must not load scipy through :mod:`audit.stats`.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Mapping, Sequence
-
-from audit.stats.pvalues import format_pvalue
 
 if TYPE_CHECKING:
     from audit.auditor import Audit, Evaluation, ScanRow
@@ -34,6 +36,8 @@ def hub_line(hub: Mapping) -> str:
 
 def format_comparison(comparison: Comparison) -> str:
     """The method table `audit compare` prints."""
+    from audit.stats import format_pvalue
+
     lines = []
     for m in comparison.models:
         lines.append(f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]}"
@@ -65,6 +69,8 @@ def format_comparison(comparison: Comparison) -> str:
 
 def format_audit(audit: Audit) -> str:
     """`audit compare --baseline`: the method table, then population, calibration and verdict lines."""
+    from audit.stats import format_pvalue
+
     lines = [format_comparison(audit.comparison), ""]
     if audit.baseline is not None:
         lines.append(f"baseline: {audit.baseline.name} ({len(audit.baseline.members)} models, seed {audit.baseline.seed})")
@@ -91,6 +97,7 @@ def format_audit(audit: Audit) -> str:
 
 def format_evaluation(result: Evaluation) -> str:
     """`audit evaluate`: a reported statistic against the population's null."""
+    from audit.stats import format_pvalue
     import numpy as np
 
     test = result.test
@@ -110,6 +117,8 @@ def format_evaluation(result: Evaluation) -> str:
 
 def format_scan(rows: Sequence[ScanRow], alpha: float) -> str:
     """`audit scan`: candidates ranked by Benjamini-Hochberg-adjusted p."""
+    from audit.stats import format_pvalue
+
     header = ("rank", "candidate", "combined p", "BH-adjusted p", "verdict")
     table = [(str(i + 1), r.candidate, format_pvalue(r.audit.verdict.log10_pvalue) if r.audit.verdict.log10_pvalue is not None else "-",
               format_pvalue(r.bh_log10_pvalue) if r.bh_log10_pvalue is not None else "-",
