@@ -58,6 +58,7 @@ class ModelSummary:
     warnings: list[str] = field(default_factory=list)
     tokenizer: dict | None = None  # where the vocabulary came from (kind, path, size)
     hub: dict | None = None  # repository, commit and blob checks when opened by Hugging Face id
+    gguf: dict | None = None  # GGUF architecture and storage (quantisation) types of the tensors
 
 
 def _first_shape(roles: RoleMap, role: str, axis: int) -> int | None:
@@ -123,5 +124,8 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
         files=files,
         warnings=list(checkpoint.warnings),
         tokenizer=checkpoint.vocabulary.summary() if checkpoint.vocabulary is not None else None,
+        gguf=None if checkpoint.gguf is None else {
+            "architecture": checkpoint.gguf.architecture,
+            "tensor_types": dict(sorted(Counter(checkpoint.gguf.tensor_types.values()).items()))},
         hub=hub_record(checkpoint.source, {f.path: f.sha256 for f in files}) if checkpoint.source is not None else None,
     )

@@ -10,6 +10,7 @@ Pickled checkpoints are refused, never unpickled.
 
 from __future__ import annotations
 
+import os
 import stat
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from audit import schema
 from audit.checkpoint.hashing import FileHash, HashCache, HashJob
+from audit.checkpoint.gguf_file import GGUFFile, looks_like_gguf
 from audit.checkpoint.hub import HubSource, resolve_model
 from audit.checkpoint.safetensors_file import (
     PICKLE_SUFFIXES,
@@ -55,13 +57,15 @@ class Checkpoint:
         self.warnings: list[str] = []
         self._hashing: HashJob | None = None
         self.source: HubSource | None = None  # set when opened by Hub model id
-        self._weight_files = [SafetensorsFile(p) for p in shards]
+        self._weight_files = [GGUFFile(p) if _is_gguf(p) else SafetensorsFile(p) for p in shards]
+        gguf = self._weight_files[0] if isinstance(self._weight_files[0], GGUFFile) else None
+        self.gguf: GGUFFile | None = gguf  # a GGUF file is self-contained: config and vocabulary come from it
         self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
         if index is None and not path.is_dir() and is_regular(self.directory / INDEX_NAME):
             self.warnings.append(f"{path.name} may be one shard of a sharded model; pass the directory to read all shards")
         # Present side files are read, so one that is a FIFO, device or folder is refused, not skipped.
-        side = {name: self.directory / name for name in SIDE_FILES if status(self.directory / name, name) is not None}
-        self.config: dict | None = self._load_config(side.get("config.json"))
+        side = {} if gguf else {name: self.directory / name for name in SIDE_FILES if status(self.directory / name, name) is not None}
+        self.config: dict | None = gguf.config if gguf else self._load_config(side.get("config.json"))
         self.files: tuple[InputFile, ...] = tuple(
             [InputFile(f.path, f.size, "weights") for f in self._weight_files]
             + ([InputFile(index, require_regular(index, "index").st_size, "index")] if index else [])
@@ -96,8 +100,8 @@ class Checkpoint:
 
     @cached_property
     def vocabulary(self) -> Vocabulary | None:
-        """The tokenizer's tokens in id order (tokenizer.json, else tokenizer.model), or None."""
-        return read_vocabulary_in(self.directory)
+        """The tokenizer's tokens in id order (tokenizer.json, else tokenizer.model, or GGUF's own), or None."""
+        return self.gguf.vocabulary if self.gguf else read_vocabulary_in(self.directory)
 
     @property
     def vocab(self) -> dict[str, int] | None:
@@ -173,7 +177,11 @@ def _shards_from_index(index: Path) -> tuple[list[Path], Path, dict]:
     return shards, index, weight_map
 
 
-def _layout(path: Path, found) -> tuple[list[Path], Path | None, dict | None]:
+def _is_gguf(path: Path) -> bool:
+    return path.suffix.lower() == ".gguf" or looks_like_gguf(path)
+
+
+def _layout(path: Path, found: os.stat_result) -> tuple[list[Path], Path | None, dict | None]:
     """The weight files, the index and its weight map (if any) of a checkpoint path."""
     if not stat.S_ISDIR(found.st_mode):
         require_regular(path, "checkpoint")
@@ -190,10 +198,16 @@ def _layout(path: Path, found) -> tuple[list[Path], Path | None, dict | None]:
     shards = sorted(p for p in path.glob("*.safetensors") if is_regular(p))
     if shards:
         return shards, None, None
+    ggufs = sorted(p for p in path.glob("*.gguf") if is_regular(p))
+    if len(ggufs) == 1:
+        return ggufs, None, None
+    if ggufs:
+        raise InputError(f"{path}: holds {len(ggufs)} GGUF files (e.g. {ggufs[0].name}, {ggufs[1].name}); "
+                         "pass the one to audit")
     pickled = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
         raise pickle_refusal(pickled[0])
-    raise InputError(f"{path}: no weights found (expected model.safetensors, {INDEX_NAME} or *.safetensors)")
+    raise InputError(f"{path}: no weights found (expected model.safetensors, {INDEX_NAME}, *.safetensors or one *.gguf)")
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:

@@ -174,6 +174,9 @@ def format_summary(summary: ModelSummary) -> str:
                      f"({summary.tokenizer['kind']}, {summary.tokenizer['encoding']})")
     if summary.hub:
         lines.append(f"source       {hub_line(summary.hub)}")
+    if summary.gguf:
+        types = ", ".join(f"{kind} x{count}" for kind, count in summary.gguf["tensor_types"].items())
+        lines.append(f"gguf         architecture {summary.gguf['architecture']}; stored as {types} (read dequantised)")
     lines.append("files")
     lines += [f"  {f.path}  {f.role}  {f.bytes:,} bytes  sha256 {f.sha256 or '(not computed)'}" for f in summary.files]
     lines += [f"warning: {w}" for w in summary.warnings]
