@@ -134,11 +134,11 @@ def _header_counts(path: Path, size: int) -> None:
     version, tensors, kvs = struct.unpack("<IQQ", head[4:24])
     if version not in VERSIONS:
         raise InputError(f"{path}: GGUF version {version} is not supported (only {', '.join(map(str, VERSIONS))})")
-    if tensors > MAX_TENSORS:
-        raise InputError(f"{path}: GGUF header claims {tensors:,} tensors (limit {MAX_TENSORS:,} per file); corrupted or hostile")
     if tensors * 24 + kvs * 12 > size:  # every tensor info and key/value takes at least that many bytes
         raise InputError(f"{path}: GGUF header claims {tensors} tensors and {kvs} metadata keys, more than the "
                          f"{size}-byte file can hold (truncated or corrupted)")
+    if tensors > MAX_TENSORS:
+        raise InputError(f"{path}: GGUF header claims {tensors:,} tensors (limit {MAX_TENSORS:,} per file); corrupted or hostile")
 
 
 class GGUFFile:
