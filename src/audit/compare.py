@@ -37,6 +37,7 @@ class ModelInfo:
     depth: int
     hashed: Mapping[str, str] = field(default_factory=dict)  # file -> "fresh" | "cache"
     hub: Mapping[str, Any] | None = None  # repository, commit and blob checks when named by Hub id
+    resolved: Mapping[str, str] = field(default_factory=dict)  # file -> the absolute path read, symlinks resolved
     sizes: Mapping[str, int] = field(default_factory=dict)  # file -> bytes
     architecture: Mapping[str, Any] = field(default_factory=dict)  # audit.inspection.ARCHITECTURE fields
     config: Mapping[str, Any] | None = None  # config.json as read
@@ -144,7 +145,7 @@ def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) ->
     hub = hub_record(checkpoint.source, files) if checkpoint.source is not None else None
     sizes = {str(f.path.relative_to(checkpoint.directory)): f.size for f in checkpoint.files}
     return ModelInfo(label, str(path), files, model.roles.family, model.roles.depth,
-                     {n: h.source for n, h in hashes.items()}, hub, sizes,
+                     {n: h.source for n, h in hashes.items()}, hub, checkpoint.resolved_paths(), sizes,
                      architecture(summarize(checkpoint, model.roles, hashes=False)), checkpoint.config)
 
 
