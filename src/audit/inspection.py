@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from audit.checkpoint import Checkpoint
 from audit.checkpoint.hub import hub_record
@@ -23,6 +24,7 @@ class FileSummary:
     role: str
     bytes: int
     sha256: str | None
+    resolved: str  # the absolute path read, symlinks resolved (a Hub cache snapshot links into blobs/)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,15 @@ class ModelSummary:
     gguf: dict | None = None  # GGUF architecture and storage (quantisation) types of the tensors
 
 
+ARCHITECTURE = ("family", "model_type", "depth", "hidden", "mlp_width", "vocab", "heads", "kv_heads", "experts",
+                "parameters", "dtypes")
+
+
+def architecture(summary: ModelSummary) -> dict[str, Any]:
+    """The fields of ``summary`` that describe an architecture (baseline members, the report's inputs)."""
+    return {key: getattr(summary, key) for key in ARCHITECTURE}
+
+
 def _first_shape(roles: RoleMap, role: str, axis: int) -> int | None:
     for layer in roles.layers:
         if role in layer.roles:
@@ -91,7 +102,7 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
     hidden = embed.shape[1] if embed is not None else _first_shape(roles, "attn.q", 1)
     floats = [t for t in checkpoint.tensors.values() if is_float(t.dtype)]
     digests = checkpoint.file_hashes() if hashes else {}
-    files = [FileSummary(name, f.role, f.size, digests.get(name))
+    files = [FileSummary(name, f.role, f.size, digests.get(name), str(f.resolved))
              for f in checkpoint.files for name in [str(f.path.relative_to(checkpoint.directory))]]
     return ModelSummary(
         path=str(checkpoint.path),
