@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         models, infos = {}, {}
         for name, checkpoint in checkpoints.items():
             roles = assign_roles(checkpoint)
-            models[name] = Model(roles, checkpoint.vocab)
+            models[name] = Model(roles, checkpoint.vocab, checkpoint.vocabulary)
             infos[name] = (str(zoo.model_path(name)), checkpoint.file_hashes(), roles.family, roles.depth)
         methods = [get_method(name) for name in REGISTRY]
         cache: dict = {}
