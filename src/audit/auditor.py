@@ -5,7 +5,6 @@ population, and decide.  ``audit compare --baseline``, ``audit report`` and
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from audit import DEFAULT_ALPHA
+from audit import DEFAULT_ALPHA, schema
 from audit.baselines import PairTable, Population
 from audit.checkpoint.hashing import HashCache
 from audit.compare import Comparison, MethodOutcome, compare_against, compare_models
@@ -29,6 +28,7 @@ from audit.evidence import (
     leave_pair_models_out,
     population_test,
 )
+from audit.files import LIMITS, is_regular, read_json_file
 from audit.methods import Method, get_method
 
 EXACT_SOURCE = "within-pair exact test"
@@ -166,10 +166,16 @@ def _transform(method: Method) -> str:
 
 def _power(base: Population | None, alpha: float) -> dict[str, float]:
     """TPR of each method at ``alpha`` on the zoo's derived pairs, when the baseline ships it."""
-    if base is None or not (base.root / "power.json").is_file():
+    path = None if base is None else base.root / "power.json"
+    if path is None or not is_regular(path):
         return {}
-    data = json.loads((base.root / "power.json").read_text())
-    return {name: float(rates[f"{alpha:g}"]) for name, rates in data.get("tpr_at_alpha", {}).items() if f"{alpha:g}" in rates}
+    data = schema.obj(read_json_file(path, limit=LIMITS["config"], what="power table"), path, "power table")
+    key, found = f"{alpha:g}", {}
+    for name, by_alpha in schema.obj(data.get("tpr_at_alpha", {}), path, "tpr_at_alpha").items():
+        by_alpha = schema.obj(by_alpha, path, f"tpr_at_alpha.{name}")
+        if key in by_alpha:
+            found[name] = schema.number(by_alpha[key], path, f"tpr_at_alpha.{name}.{key}", low=0.0, high=1.0)
+    return found
 
 
 @dataclass(frozen=True)

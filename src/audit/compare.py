@@ -34,6 +34,7 @@ class ModelInfo:
     depth: int
     hashed: Mapping[str, str] = field(default_factory=dict)  # file -> "fresh" | "cache"
     hub: Mapping[str, Any] | None = None  # repository, commit and blob checks when named by Hub id
+    resolved: Mapping[str, str] = field(default_factory=dict)  # file -> the absolute path read, symlinks resolved
 
     @property
     def fresh(self) -> bool:
@@ -137,7 +138,8 @@ def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) ->
     files = {n: h.sha256 for n, h in hashes.items()}
     hub = hub_record(checkpoint.source, files) if checkpoint.source is not None else None
     return ModelInfo(label, str(path), files, model.roles.family, model.roles.depth,
-                     {n: h.source for n, h in hashes.items()}, hub)
+                     {n: h.source for n, h in hashes.items()}, hub,
+                     resolved=checkpoint.resolved_paths())
 
 
 def run_method(
