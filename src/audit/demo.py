@@ -59,6 +59,7 @@ def run_demo(out: str | Path = "reports/demo.pdf") -> DemoResult:
     key = demo_key()
     audit = run_audit(relative[0], relative[1], baseline=relative[2])
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the default reports/ need not exist where a wheel user runs it
     certificate = write_atomic(out.with_name(out.stem + "-cert.pem"), key.certificate_pem)
     command = f"audit demo --out {out}"
     verify = f"audit verify {out} --trust {certificate} --recompute"

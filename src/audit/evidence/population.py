@@ -65,10 +65,6 @@ class PopulationTest:
     exceedances: int
     tail: ParametricTail | None
 
-    @property
-    def kind(self) -> str:
-        return "population"
-
 
 def fit_tail(observed: float, null: np.ndarray, transform: str = "fisher-z") -> ParametricTail | None:
     """Model-based upper-tail p-value; ``None`` when the null is too small or degenerate."""
