@@ -200,7 +200,8 @@ def _report(args: argparse.Namespace) -> int:
     from audit.report.build import check_case_id, write_report
 
     key = _signer(args)  # before the long computation: a wrong passphrase fails fast, and nothing is written
-    case_id = check_case_id(args.case_id or f"{Path(args.a).name}-vs-{Path(args.b).name}")
+    default = f"{Path(args.a).name}-vs-{Path(args.b).name}".replace("@", "-")  # "org/name@rev" ids too
+    case_id = check_case_id(args.case_id or default)
     audit = run_audit(args.a, args.b, baseline=args.baseline, methods=_method_names(args.methods), seed=args.seed,
                       alpha=_alpha(args))
     verify = f"audit verify {args.out} --trust CERT.pem --models {args.a} {args.b} --recompute"
