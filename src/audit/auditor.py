@@ -97,7 +97,11 @@ class Audit:
             }
         verdict = self.verdict
         doc["alpha"] = verdict.alpha
-        doc["combined"] = {"pvalue": verdict.pvalue, "log10_pvalue": verdict.log10_pvalue, "method": verdict.combination}
+        doc["decision"] = {"rule": verdict.combination, "k": len(verdict.deciding), "pvalue": verdict.pvalue,
+                           "log10_pvalue": verdict.log10_pvalue, "rejected": list(verdict.rejected)}
+        doc["combined"] = {"method": "cauchy combination (shown beside the decision; never decides)",
+                           "log10_pvalue": verdict.combined_log10,
+                           "pvalue": None if verdict.combined_log10 is None else 10.0 ** verdict.combined_log10}
         body = self.body_verdict
         doc["verdict"] = {"label": verdict.label, "headline": verdict.headline, "reason": verdict.reason,
                           "deciding": list(verdict.deciding), "power": dict(verdict.power),
@@ -243,8 +247,11 @@ def format_audit(audit: Audit) -> str:
         lines += columns(header, rows)
         lines.append("")
     v = audit.verdict
-    combined = f"combined p = {format_pvalue(v.log10_pvalue)} ({v.combination})" if v.log10_pvalue is not None else "no combined p"
-    lines.append(f"verdict at alpha {v.alpha:g}: {v.label.upper()} - {v.headline}; {combined}")
+    decision = (f"smallest Holm-adjusted p = {format_pvalue(v.log10_pvalue)} over {len(v.deciding)} method(s)"
+                if v.log10_pvalue is not None else "no counting method")
+    if v.combined_log10 is not None and len(v.deciding) > 1:
+        decision += f"; Cauchy combination {format_pvalue(v.combined_log10)} (shown, does not decide)"
+    lines.append(f"verdict at alpha {v.alpha:g}: {v.label.upper()} - {v.headline}; {decision}")
     lines.append(f"  {v.reason}")
     return "\n".join(lines)
 
