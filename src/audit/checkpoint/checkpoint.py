@@ -3,7 +3,8 @@
 Accepted layouts: one ``.safetensors`` file; a directory holding
 ``model.safetensors``; a directory of shards with ``model.safetensors.index.json``
 (or, lacking an index, several ``.safetensors`` files whose union is the model).
-``config.json`` and ``tokenizer.json`` beside the weights are read when present.
+``config.json`` and the tokenizer (``tokenizer.json`` or SentencePiece
+``tokenizer.model``) beside the weights are read and hashed when present.
 Pickled checkpoints are refused, never unpickled.
 """
 
@@ -21,10 +22,11 @@ from audit.checkpoint.safetensors_file import (
     pickle_refusal,
 )
 from audit.checkpoint.tensor import StoredTensor
+from audit.checkpoint.vocabulary import Vocabulary, read_vocabulary_in
 from audit.errors import InputError
 
 INDEX_NAME = "model.safetensors.index.json"
-SIDE_FILES = ("config.json", "tokenizer.json")
+SIDE_FILES = {"config.json": "config", "tokenizer.json": "tokenizer", "tokenizer.model": "tokenizer"}
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,10 @@ class Checkpoint:
             self.warnings.append(f"{path.name} may be one shard of a sharded model; pass the directory to read all shards")
         side = {name: self.directory / name for name in SIDE_FILES if (self.directory / name).is_file()}
         self.config: dict | None = self._load_config(side.get("config.json"))
-        self.tokenizer_path: Path | None = side.get("tokenizer.json")
         self.files: tuple[InputFile, ...] = tuple(
             [InputFile(f.path, f.size, "weights") for f in self._weight_files]
             + ([InputFile(index, index.stat().st_size, "index")] if index else [])
-            + [InputFile(p, p.stat().st_size, name.removesuffix(".json")) for name, p in side.items()]
+            + [InputFile(p, p.stat().st_size, SIDE_FILES[name]) for name, p in side.items()]
         )
 
     def _collect(self, index: Path | None, weight_map: dict) -> dict[str, StoredTensor]:
@@ -99,23 +100,14 @@ class Checkpoint:
         return config
 
     @cached_property
+    def vocabulary(self) -> Vocabulary | None:
+        """The tokenizer's tokens in id order (tokenizer.json, else tokenizer.model), or None."""
+        return read_vocabulary_in(self.directory)
+
+    @property
     def vocab(self) -> dict[str, int] | None:
-        """Token string -> id from ``tokenizer.json`` (None when absent)."""
-        if self.tokenizer_path is None:
-            return None
-        data = _read_json(self.tokenizer_path, "tokenizer.json")
-        model = data.get("model", {}) if isinstance(data, dict) else {}
-        vocab = model.get("vocab")
-        if isinstance(vocab, dict):
-            mapping = {str(token): int(i) for token, i in vocab.items()}
-        elif isinstance(vocab, list):  # Unigram: [[token, score], ...] in id order
-            mapping = {str(item[0]): i for i, item in enumerate(vocab)}
-        else:
-            raise InputError(f"{self.tokenizer_path}: no model.vocab in tokenizer.json")
-        for token in (data.get("added_tokens") or []) if isinstance(data, dict) else []:
-            if isinstance(token, dict) and "content" in token and "id" in token:
-                mapping[str(token["content"])] = int(token["id"])
-        return mapping
+        """Token string -> id, or None without a tokenizer."""
+        return None if self.vocabulary is None else self.vocabulary.ids
 
     def tensor(self, name: str) -> StoredTensor:
         try:
