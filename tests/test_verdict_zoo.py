@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from audit.auditor import run_audit
-from audit.evidence import DERIVED
+from audit.auditor import run_audit, write_plan
+from audit.evidence import DERIVED, EXPLORATORY
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "zoo" / "models"
@@ -46,7 +46,8 @@ def function_identical_copy(source: Path, target: Path, seed: int) -> Path:
 def test_function_identical_copy_is_derived_against_the_zoo(tmp_path):
     parent = ZOO / "c0"
     copy = function_identical_copy(parent, tmp_path / "copy", seed=11)
-    audit = run_audit(parent, copy, BASELINE)
+    plan = write_plan(tmp_path / "plan.json", baseline=BASELINE)
+    audit = run_audit(parent, copy, BASELINE, plan=plan)
     votes = {e.vote.method: e.vote for e in audit.evidence}
     assert audit.verdict.label == DERIVED, audit.verdict.reason
     # norm and pcs see the copy; a method that does not (here attn-std, defeated by the rescaling) cannot veto
@@ -54,3 +55,22 @@ def test_function_identical_copy_is_derived_against_the_zoo(tmp_path):
     k = len(audit.verdict.deciding)
     assert audit.verdict.log10_pvalue <= np.log10(0.01 / k) + np.log10(k)
     assert all(v.counts for name, v in votes.items() if name in ("norm", "pcs"))
+
+
+@pytest.mark.skipif(not (ZOO / "c0").is_dir() or not BASELINE.is_dir(), reason="the reference zoo is not checked out")
+def test_analysis_off_the_plan_is_exploratory_and_a_plan_for_another_population_is_refused(tmp_path):
+    from audit.errors import InputError
+
+    plan = write_plan(tmp_path / "plan.json", baseline=BASELINE, methods=["norm", "pcs"])
+    parent, other = ZOO / "c0", ZOO / "c2"
+    follows = run_audit(parent, other, BASELINE, plan=plan)
+    assert follows.exploratory == () and follows.verdict.label != EXPLORATORY
+    assert [o.method.name for o in follows.comparison.outcomes] == ["norm", "pcs"]
+    assert follows.to_dict()["plan"]["sha256"] == plan.digest
+    subset = run_audit(parent, other, BASELINE, ["norm"], plan=plan)
+    assert subset.verdict.label == EXPLORATORY and "methods norm instead of" in subset.exploratory[0]
+    assert run_audit(parent, other, BASELINE, alpha=0.05, plan=plan).verdict.label == EXPLORATORY
+    assert run_audit(parent, other, BASELINE, ["norm", "pcs"]).exploratory == ("no pre-registered analysis plan",)
+    alone = write_plan(tmp_path / "none.json", methods=["norm"])
+    with pytest.raises(InputError, match="plan was made for population none"):
+        run_audit(parent, other, BASELINE, plan=alone)

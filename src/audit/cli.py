@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Sequence
 
 from audit import __version__
-from audit.auditor import DEFAULT_ALPHA, evaluate_statistic, format_audit, format_evaluation, format_scan, run_audit, scan
+from audit.auditor import (
+    DEFAULT_ALPHA,
+    evaluate_statistic,
+    format_audit,
+    format_evaluation,
+    format_scan,
+    run_audit,
+    scan,
+    write_plan,
+)
+from audit.evidence.plan import Plan
 from audit.baselines import Population
 from audit.baselines.display import format_matrix, format_members, format_outdated
 from audit.checkpoint import open_checkpoint
@@ -73,7 +83,8 @@ def _compare(args: argparse.Namespace) -> int:
             comparison.write_json(args.json)
         print(format_table(comparison))
         return 0
-    audit = run_audit(args.a, args.b, args.baseline, names, args.seed, args.alpha, params)
+    plan = Plan.load(args.plan) if args.plan else None
+    audit = run_audit(args.a, args.b, args.baseline, names, args.seed, args.alpha, params, plan=plan)
     if args.json:
         audit.write_json(args.json)
     print(format_audit(audit))
@@ -128,15 +139,28 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    plan = write_plan(args.out, baseline=args.baseline, methods=_method_names(args.methods), alpha=args.alpha,
+                      seed=args.seed)
+    print(f"analysis plan: {args.out}")
+    print(f"sha256 {plan.digest}, written {plan.created}")
+    print(f"methods {', '.join(plan.methods)}; alpha {plan.alpha:g}; seed {plan.seed}; population "
+          f"{plan.population_name or 'none'} {plan.population or ''}".rstrip())
+    print(f"comparability: {plan.rule.describe()}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    result = evaluate_statistic(args.method, args.statistic, args.baseline, args.depth or ())
+    result = evaluate_statistic(args.method, args.statistic, args.baseline, args.depth or (), widths=args.width or (),
+                                alpha=args.alpha)
     print(format_evaluation(result))
     return 0
 
 
 def _scan(args: argparse.Namespace) -> int:
-    rows = scan(args.suspect, args.candidates, args.baseline, _method_names(args.methods), args.seed, args.alpha)
-    print(format_scan(rows, args.alpha))
+    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
+    rows = scan(args.suspect, args.candidates, args.baseline, _method_names(args.methods), args.seed, alpha)
+    print(format_scan(rows, alpha))
     return 0
 
 
@@ -150,7 +174,11 @@ def _signer(args: argparse.Namespace):
 
 def _report(args: argparse.Namespace) -> int:
     key = _signer(args)  # before the long computation: a wrong passphrase fails fast, and nothing is written
-    audit = run_audit(args.a, args.b, args.baseline, _method_names(args.methods), args.seed, args.alpha)
+    plan = Plan.load(args.plan)
+    audit = run_audit(args.a, args.b, args.baseline, _method_names(args.methods), args.seed, args.alpha, plan=plan)
+    if audit.exploratory:
+        raise AuditError(f"a signed report decides by its analysis plan; this analysis differs from it "
+                         f"({'; '.join(audit.exploratory)}): run without those options or write a new plan")
     case_id = args.case_id or f"{Path(args.a).name}-vs-{Path(args.b).name}"
     verify = f"audit verify {args.out} --trust CERT.pem --models {args.a} {args.b} --recompute"
     path = write_report(audit, key, args.out, check_case_id(case_id), "audit " + shlex.join(args.argv), verify,
@@ -180,7 +208,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", metavar="DIR", help="baseline population of independently trained models")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level (default {DEFAULT_ALPHA})")
+    parser.add_argument("--alpha", type=float, help=f"significance level (default: the plan's, else {DEFAULT_ALPHA})")
     if not any(a.dest == "seed" for a in parser._actions):
         parser.add_argument("--seed", type=int, help="seed of every random choice (default 0, or the baseline's)")
 
@@ -207,7 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--budget", type=int, metavar="BYTES",
                          help="fingerprint byte budget of neuron-match and robust-match (larger: more power)")
     _audit_options(compare)
+    compare.add_argument("--plan", metavar="FILE", help="decide by this analysis plan (without one: exploratory, no verdict)")
     compare.set_defaults(run=_compare)
+
+    plan = commands.add_parser("plan", help="write a pre-registered analysis plan before reading any model")
+    plan.add_argument("--out", required=True, metavar="FILE", help="where to write the plan (JSON)")
+    plan.add_argument("--baseline", metavar="DIR", help="the baseline population the plan commits to (by digest)")
+    plan.add_argument("--methods", nargs="+", metavar="NAME", help="methods that count (default: all)")
+    plan.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level (default {DEFAULT_ALPHA})")
+    plan.add_argument("--seed", type=int, help="seed of every random choice (default 0, or the baseline's)")
+    plan.set_defaults(run=_plan)
 
     baseline = commands.add_parser("baseline", help="build and inspect baseline populations of independent models")
     actions = baseline.add_subparsers(dest="action", required=True)
@@ -253,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--method", required=True, help="method that produced the number, e.g. attn-std")
     evaluate.add_argument("--statistic", type=float, required=True, help="the reported value, e.g. 0.927")
     evaluate.add_argument("--baseline", required=True, metavar="DIR", help="baseline population folder")
-    evaluate.add_argument("--depth", type=int, nargs="+", metavar="L", help="depths of the models in the case")
+    evaluate.add_argument("--depth", type=int, nargs="+", metavar="L", required=True, help="depths of the models in the case")
+    evaluate.add_argument("--width", type=int, nargs="+", metavar="D", help="their residual widths, when known")
+    evaluate.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level (default {DEFAULT_ALPHA})")
     evaluate.set_defaults(run=_evaluate)
 
     scan_ = commands.add_parser("scan", help="rank candidate parents of a suspect (Benjamini-Hochberg across candidates)")
@@ -268,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("b")
     report.add_argument("--out", required=True, metavar="PDF", help="where to write the report (atomically)")
     report.add_argument("--case-id", help="case identifier shown on every page")
-    report.add_argument("--methods", nargs="+", metavar="NAME")
+    report.add_argument("--plan", required=True, metavar="FILE", help="the pre-registered analysis plan (audit plan)")
+    report.add_argument("--methods", nargs="+", metavar="NAME", help="must equal the plan's (else refused)")
     _audit_options(report)
     report.add_argument("--p12", metavar="FILE", help="PKCS#12 signing key and certificate")
     report.add_argument("--key", metavar="PEM", help="PEM private key (with --cert)")

@@ -42,6 +42,8 @@ class ModelInfo:
     files: Mapping[str, str]
     family: str
     depth: int
+    hidden: int | None = None
+    vocab: int | None = None
 
     @property
     def sha256(self) -> str:
@@ -51,7 +53,7 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "path": self.path, "sha256": self.sha256, "files": dict(self.files),
-                "family": self.family, "depth": self.depth}
+                "family": self.family, "depth": self.depth, "hidden": self.hidden, "vocab": self.vocab}
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,12 @@ def compare_against(
 
 def _load(label: str, path: str | Path, checkpoint: Checkpoint) -> tuple[ModelInfo, Model]:
     roles = assign_roles(checkpoint)
-    return ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth), Model(roles, checkpoint.vocab)
+    embed = roles.globals.get("embed")
+    q = next((layer.roles["attn.q"] for layer in roles.layers if "attn.q" in layer.roles), None)
+    hidden = embed.shape[1] if embed is not None else (q.shape[1] if q is not None else None)
+    info = ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth, hidden,
+                     embed.shape[0] if embed is not None else None)
+    return info, Model(roles, checkpoint.vocab)
 
 
 def run_method(

@@ -30,3 +30,9 @@ class NonFiniteError(InputError):
     def __reduce__(self) -> tuple:
         """Pickle by its fields, so it crosses back from a worker process intact."""
         return (NonFiniteError, (self.tensor, self.count))
+
+
+class NoComparablePopulation(AuditError):
+    """The baseline has too few pairs comparable to the case to reach alpha: no p-value is given (exit 4)."""
+
+    exit_code = 4

@@ -16,6 +16,7 @@ from audit.baselines import Population
 from audit.checkpoint import open_checkpoint
 from audit.compare import canonical
 from audit.errors import AuditError
+from audit.evidence.plan import Plan
 from audit.report.render import MANIFEST_NAME
 from audit.signature import Check, load_certificates, verify_report
 
@@ -87,7 +88,9 @@ def _recompute(manifest: dict, models: Sequence[str], baseline: str | None) -> l
     population, check = _population(doc, baseline)
     if check is not None and not check.ok:
         return [check]
-    audit = run_audit(models[0], models[1], population, [m["name"] for m in doc["methods"]], doc["seed"], doc["alpha"])
+    plan = Plan.from_document(doc["plan"], "the report's analysis plan") if doc.get("plan") else None
+    audit = run_audit(models[0], models[1], population, [m["name"] for m in doc["methods"]], doc["seed"], doc["alpha"],
+                      plan=plan)
     found = differences(doc, canonical(audit.to_dict()))
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")

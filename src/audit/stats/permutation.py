@@ -27,10 +27,13 @@ trace M is the observed value).  The exact p-value is
     constants (which shift T by the same amount for every sigma) so that its
     smallest entry is 0, then divided by its range.
 
-  The reported p-value is ``min(1, 2 min(p_mc, B))``: a Bonferroni over the
-  two valid p-values, so it stays valid whichever of them is smaller.  Its
-  true smallest attainable value is computed, not observed: ``B`` at the
-  largest value T can take (an assignment problem, solved exactly).
+  The reported p-value is the Monte Carlo one, except when no draw reached
+  the observed value (p_mc at its floor 1/(n_resamples + 1)): then it is
+  ``min(p_mc, B)``.  This is exactly valid: at levels a >= 1/(n_resamples + 1)
+  it rejects exactly when p_mc does, and below that only when B <= a, which
+  implies p_exact <= a.  Its true smallest attainable value is computed, not
+  observed: ``min(1/(n_resamples + 1), B at the largest value T can take)``
+  (an assignment problem, solved exactly).
 
 Beside it, a model-based normal tail with the exact moments (Hoeffding's
 combinatorial CLT) is shown, never decisive, and hidden when D'Agostino's
@@ -124,10 +127,11 @@ def linear_permutation_test(matrix: np.ndarray, *, n_resamples: int, seed: int, 
         return TestResult(observed, math.log10(float(result.pvalue)), null, draws)
     log10_mc = math.log10(float(result.pvalue))
     log10_bound = tail_bound_log10(matrix, observed)
-    log10_p = min(0.0, math.log10(2.0) + min(log10_mc, log10_bound))
-    floor = min(0.0, math.log10(2.0) + min(-math.log10(n_resamples + 1), tail_bound_log10(matrix, max_statistic(matrix))))
-    null = Null(MONTE_CARLO, f"{n_resamples} random permutations of the {n} {unit}, with a conservative tail bound: "
-                f"p = min(1, 2 min(Monte Carlo p, {BOUND}))", n_resamples, seed, floor,
+    at_floor = int(np.count_nonzero(draws >= observed)) == 0
+    log10_p = min(log10_mc, log10_bound) if at_floor else log10_mc
+    floor = min(-math.log10(n_resamples + 1), tail_bound_log10(matrix, max_statistic(matrix)))
+    null = Null(MONTE_CARLO, f"{n_resamples} random permutations of the {n} {unit}; when none reaches the observed "
+                f"value, the conservative tail bound {BOUND} if smaller", n_resamples, seed, floor,
                 bound=BOUND, monte_carlo_log10_pvalue=log10_mc, bound_log10_pvalue=log10_bound)
     return TestResult(observed, log10_p, null, draws, _normal_tail(matrix, observed, draws, n))
 
