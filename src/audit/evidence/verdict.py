@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class Verdict:
     combination: str  # the decision rule
     deciding: tuple[str, ...]  # the counting methods (k = their number)
     holm_log10: Mapping[str, float] = field(default_factory=dict)
-    power: Mapping[str, float] = field(default_factory=dict)
+    power: Mapping[str, Any] = field(default_factory=dict)  # held-out power per method (rate, 95% interval, n)
     combined_log10: float | None = None  # Cauchy combination, shown beside, never decisive
     rejected: tuple[str, ...] = ()  # methods whose Holm-adjusted p <= alpha
 
@@ -75,7 +75,7 @@ class Verdict:
         }[self.label]
 
 
-def decide(votes: list[Vote], alpha: float, power: Mapping[str, float] | None = None) -> Verdict:
+def decide(votes: list[Vote], alpha: float, power: Mapping[str, Any] | None = None) -> Verdict:
     """The verdict at ``alpha`` from the methods' votes (see the module docstring)."""
     if not 0 < alpha < 1:
         raise ValueError("alpha must lie strictly between 0 and 1")
