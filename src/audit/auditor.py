@@ -320,7 +320,7 @@ def _transform(method: Method) -> str:
     return "fisher-z" if method.correlation else "identity"
 
 
-def _power(base: Population | None, alpha: float, comparison: Comparison) -> dict[str, float]:
+def _power(base: Population | None, alpha: float, comparison: Comparison) -> dict[str, dict]:
     """Held-out power of each method at ``alpha``, when the baseline ships it for the suspects' shapes."""
     if base is None or not (base.root / "power.json").is_file():
         return {}
@@ -328,8 +328,8 @@ def _power(base: Population | None, alpha: float, comparison: Comparison) -> dic
     shapes = {tuple(s) for s in data.get("shapes", [])}
     if not all((m.depth, m.hidden) in shapes for m in comparison.models):
         return {}  # measured on other shapes: not quoted
-    return {name: float(rates[f"{alpha:g}"]["rate"]) for name, rates in data.get("power", {}).items()
-            if f"{alpha:g}" in rates}
+    return {name: {k: rates[f"{alpha:g}"][k] for k in ("rate", "low", "high", "n")}
+            for name, rates in data.get("power", {}).items() if f"{alpha:g}" in rates}
 
 
 def format_audit(audit: Audit) -> str:

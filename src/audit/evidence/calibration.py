@@ -30,7 +30,6 @@ from typing import Mapping, Sequence
 import numpy as np
 
 SCREEN_LEVEL = 0.01  # level of the miscalibration screens
-GROUPINGS = ("shape", "origin")
 
 
 @dataclass(frozen=True)

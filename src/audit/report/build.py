@@ -200,7 +200,7 @@ def render_report(manifest: Mapping[str, Any], manifest_bytes: bytes) -> bytes:
     doc = manifest["audit"]
     labels = (f"A: {Path(doc['models'][0]['path']).name}", f"B: {Path(doc['models'][1]['path']).name}")
     methods = [dict(m, figures=_figures(m, labels), about=m.get("explanation", ""), reference=m.get("reference", ""),
-                    population=m.get("population"), calibration=m.get("calibration"),
+                    population=m.get("population"), calibration=m.get("calibration"), comparability=m.get("comparability"),
                     extra_statistics=", ".join(f"{k} {v:.3f}" for k, v in (m.get("details") or {}).get("per_projection", {}).items()))
                for m in doc["methods"]]
     context = {
