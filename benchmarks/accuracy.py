@@ -11,11 +11,14 @@ derivation type, the AUC, the TPR at FPR <= 1% and 5%, the false-positive
 rates at alpha 0.01 and 0.05 on independent pairs and a KS test of the
 independent pairs' p-values, for three scores per method (within-pair p,
 population p, and the p that counts in the verdict), then the same for the
-combined verdict, the verdict without embedding-based methods (body only),
-and each method's leave-models-out calibration on the population.  Without
+verdict (Holm), the verdict without embedding-based methods (body only),
+each method's calibration on the population across its recorded groups, and the
+per-disguise table (pairs.json ``disguises``: derived pairs' smallest exact
+within-pair p and verdict, the same disguises on independent pairs).  Without
 --baseline, a population is built from the zoo's independent models.
 These are in-sample figures (the population's own models are tested);
-benchmarks/heldout.py gives the held-out ones that audits quote.  Works on any folder with labels.json,
+benchmarks/heldout.py gives the held-out ones that audits quote.  Works on
+any folder with labels.json,
 pairs.json and models/NAME.
 """
 
@@ -27,24 +30,31 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from audit import assign_roles, open_checkpoint
-from audit.accuracy import accuracy_rows, load_zoo, markdown_table, pivot_table
+from audit.testing.accuracy import accuracy_rows, markdown_table, pivot_table
+from audit.zoo import load_zoo
 from audit.atomic import write_atomic
-from audit.auditor import assess, population_calibration
+from audit.auditor import EXACT_SOURCE, assess, population_calibration
 from audit.evidence.calibration import member_groups
 from audit.baselines import Population
-from audit.compare import Comparison, ModelInfo, run_method
+from audit.compare import Comparison, ModelInfo, run_method, shape_of
 from audit.methods import REGISTRY, Model, get_method
+from audit.testing.disguise_table import PairOutcome, disguise_markdown, disguise_rows
 
 
 def _population(zoo, baseline: Path | None, workdir: Path) -> Population:
     if baseline is not None:
         return Population.open(baseline)
     roots = sorted(name for name, label in zoo.labels.items() if not label.get("parent"))
-    population = Population.open_or_create(workdir / "population", f"{zoo.root.name}-independent")
+    population = Population.open_or_create(workdir / "population", name=f"{zoo.root.name}-independent")
     population.add([zoo.model_path(n) for n in roots], names=roots)
     return population
+
+
+def _exact_log10_p(audit) -> float | None:
+    """Smallest p among the methods that count through their within-pair exact test."""
+    exact = [e.vote.log10_pvalue for e in audit.evidence if e.vote.counts and e.vote.source == EXACT_SOURCE]
+    return min(exact) if exact else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,14 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, checkpoint in checkpoints.items():
             roles = assign_roles(checkpoint)
             models[name] = Model(roles, checkpoint.vocab)
-            infos[name] = (str(zoo.model_path(name)), checkpoint.file_hashes(), roles.family, roles.depth)
+            hidden, vocab = shape_of(models[name])
+            infos[name] = {"path": str(zoo.model_path(name)), "files": checkpoint.file_hashes(), "family": roles.family,
+                           "depth": roles.depth, "hidden": hidden, "vocab": vocab}
         methods = [get_method(name) for name in REGISTRY]
         cache: dict = {}
         scores: dict[str, list[float | None]] = {}
         verdicts = {0.01: [], 0.05: []}
         for pair in zoo.pairs:
             outcomes = tuple(run_method(m, [(pair.a, models[pair.a]), (pair.b, models[pair.b])], seed, cache) for m in methods)
-            comparison = Comparison((ModelInfo("A", *infos[pair.a]), ModelInfo("B", *infos[pair.b])), seed, outcomes)
+            comparison = Comparison((ModelInfo("A", **infos[pair.a]), ModelInfo("B", **infos[pair.b])), seed, outcomes)
             for alpha in verdicts:
                 audit = assess(comparison, population, alpha)
                 verdicts[alpha].append(audit)
@@ -102,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                   "### TPR at alpha = 0.01 by derivation (the p-value that counts)", "",
                   pivot_table(rows, "tpr_at_alpha_01", counted), "",
                   "<details><summary>Every score by derivation</summary>", "", markdown_table(rows), "", "</details>", ""]
+        outcomes = [PairOutcome(pair.label, pair.disguises, _exact_log10_p(audit), audit.verdict.label)
+                    for pair, audit in zip(zoo.pairs, verdicts[0.01])]
+        lines += ["### Per disguise (alpha 0.01)", "",
+                  "Rows: the disguises separating a pair (`pairs.json` `disguises`). Exact p: the smallest p among the "
+                  "methods that count with a within-pair exact test (weakest derived pair of the row, best in brackets); "
+                  "independent pairs of a row are unrelated models carrying the same disguises.", "",
+                  disguise_markdown(disguise_rows(outcomes, 0.01), 0.01), ""]
         lines += ["### Verdict labels", "",
                  "| alpha | independent pairs called derived | derived pairs called derived | inconclusive (indep. / derived) |",
                  "|---|---|---|---|"]
@@ -119,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                              f"{'-' if v.log10_pvalue is None else f'10^{v.log10_pvalue:.1f}'} | {', '.join(v.deciding)} |")
         lines += ["", "### Calibration on the baseline across its recorded groups (alpha 0.01)", "",
                   "| method | pairs | scheme | false positives | KS p (two-sided) | KS p (p too small) | calibrated |", "|---|---|---|---|---|---|---|"]
+        groups = member_groups({n: m.architecture for n, m in population.members.items()},
+                               {n: m.source for n, m in population.members.items()})
         for method in methods:
             table = population.pair_table(method.name)
             if not table.statistics.size:
                 continue
-            groups = member_groups({n: m.architecture for n, m in population.members.items()},
-                                   {n: m.source for n, m in population.members.items()})
             calibration = population_calibration(method, table, 0.01, None, groups)
             lines.append(f"| {method.name} | {calibration.n} | {calibration.scheme.split(':')[0]} | "
                          f"{calibration.false_positives} | {calibration.ks_pvalue:.3g} | {calibration.ks_smaller_pvalue:.3g} | "

@@ -39,11 +39,11 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from audit import assign_roles, open_checkpoint
-from audit.accuracy import load_zoo
 from audit.atomic import write_atomic
 from audit.auditor import assess
 from audit.baselines import Population
-from audit.compare import Comparison, ModelInfo, run_method
+from audit.zoo import load_zoo
+from audit.compare import Comparison, ModelInfo, run_method, shape_of
 from audit.methods import REGISTRY, Model, get_method
 
 ALPHAS = (0.01, 0.05)
@@ -100,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     models, infos, cache, comparisons = {}, {}, {}, {}
     for name, checkpoint in checkpoints.items():
         roles = assign_roles(checkpoint)
-        embed = roles.globals.get("embed")
-        infos[name] = (str(zoo.model_path(name)), checkpoint.file_hashes(), roles.family, roles.depth,
-                       embed.shape[1] if embed is not None else None, embed.shape[0] if embed is not None else None)
         models[name] = Model(roles, checkpoint.vocab)
+        hidden, vocab = shape_of(models[name])
+        infos[name] = {"path": str(zoo.model_path(name)), "files": checkpoint.file_hashes(), "family": roles.family,
+                       "depth": roles.depth, "hidden": hidden, "vocab": vocab}
     for (a, b) in tested:  # each pair's tests once: they do not depend on the population
         outcomes = tuple(run_method(m, [(a, models[a]), (b, models[b])], SEED, cache) for m in methods)
-        comparisons[a, b] = Comparison((ModelInfo("A", *infos[a]), ModelInfo("B", *infos[b])), SEED, outcomes)
+        comparisons[a, b] = Comparison((ModelInfo("A", **infos[a]), ModelInfo("B", **infos[b])), SEED, outcomes)
     for checkpoint in checkpoints.values():
         checkpoint.close()
     results = []

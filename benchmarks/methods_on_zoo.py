@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/methods_on_zoo.py zoo [--seed 0] [--out FILE.md]
 
 Every model is fingerprinted once per method; every pair in pairs.json is
-tested; the table comes from :mod:`audit.accuracy` (AUC of -log10 p between
+tested; the table comes from :mod:`audit.testing.accuracy` (AUC of -log10 p between
 derived and independent pairs, per derivation type).  A method that does not
 apply to a pair (e.g. different depths) counts as not applicable, never as a
 p-value.  This measures the within-pair tests only; the population null and
@@ -21,7 +21,8 @@ import numpy as np
 from scipy import stats
 
 from audit import assign_roles, open_checkpoint
-from audit.accuracy import accuracy_rows, load_zoo, markdown_table
+from audit.testing.accuracy import accuracy_rows, markdown_table
+from audit.zoo import load_zoo
 from audit.atomic import write_atomic
 from audit.compare import run_method
 from audit.methods import REGISTRY, Model, get_method

@@ -29,7 +29,7 @@ from pathlib import Path
 from audit import assign_roles, open_checkpoint
 from audit.checkpoint.safetensors_file import SafetensorsFile
 from audit.methods import REGISTRY, Model, get_method
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 SHAPES = {  # hidden, MLP, layers, heads, kv heads, vocab
     "llama-2-7b": Dims(layers=32, hidden=4096, mlp=11008, heads=32, kv_heads=32, vocab=32000),

@@ -33,13 +33,13 @@ def run_cli(capsys):
 def world(tmp_path_factory):
     """Seven independent random models in a population, a noisy copy of the first, and a stranger."""
     from audit.baselines import Population
-    from audit.synth import Dims, make_checkpoint
+    from audit.testing.synth import Dims, make_checkpoint
 
     dims = Dims(layers=4, hidden=32, mlp=64, heads=4, vocab=40)
     root = tmp_path_factory.mktemp("world")
     paths = [make_checkpoint(root / f"m{i}", "llama", dims, seed=100 + i, tokenizer=True).path for i in range(WORLD_MEMBERS)]
-    population = Population.open_or_create(root / "population", "synthetic", seed=3)
-    population.add(paths, workers=1, source="audit.synth", licence="CC0", notes="independent random inits")
+    population = Population.open_or_create(root / "population", name="synthetic", seed=3)
+    population.add(paths, workers=1, source="audit.testing.synth", licence="CC0", notes="independent random inits")
     suspect = make_checkpoint(root / "suspect", "llama", dims, seed=100, perturb=(7, 0.3), tokenizer=True).path  # m0 + noise
     stranger = make_checkpoint(root / "stranger", "llama", dims, seed=999, tokenizer=True).path
     return root, paths, suspect, stranger

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from audit import assign_roles, open_checkpoint
 from audit.methods import Model
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 Tensors = dict[str, np.ndarray]
 LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)\.weight$")

@@ -8,8 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from audit.accuracy import LabelledPair, accuracy_rows, load_zoo, markdown_table, tpr_at_fpr
+from audit.testing.accuracy import accuracy_rows, markdown_table, tpr_at_fpr
+from audit.zoo import LabelledPair, load_zoo
 from audit.errors import InputError
+from audit.testing.disguise_table import PairOutcome, disguise_markdown, disguise_rows
 
 
 def test_tpr_at_fpr_counts_thresholds_on_negatives():
@@ -44,5 +46,38 @@ def test_load_zoo_validates(tmp_path):
     zoo = load_zoo(tmp_path)
     assert zoo.pairs[0].derivation == "x" and zoo.model_path("a") == tmp_path / "models" / "a"
     (tmp_path / "pairs.json").write_text(json.dumps([{"a": "a", "b": "zz", "label": "derived"}]))
+    with pytest.raises(InputError, match="bad pair"):
+        load_zoo(tmp_path)
+
+
+def test_disguise_rows_count_weakest_pair_and_false_positives():
+    outcomes = [
+        PairOutcome("derived", ("residual-permutation",), -40.0, "derived"),
+        PairOutcome("derived", ("residual-permutation",), -7.5, "derived"),
+        PairOutcome("derived", ("drop-layers",), None, "inconclusive"),
+        PairOutcome("derived", ("drop-layers",), -3.0, "derived"),
+        PairOutcome("independent", ("residual-permutation",), -2.5, "not-rejected"),
+        PairOutcome("independent", ("residual-permutation",), -0.3, "derived"),
+        PairOutcome("independent", (), None, "not-rejected"),
+    ]
+    rows = {r.disguises: r for r in disguise_rows(outcomes, 0.01)}
+    assert list(rows) == [(), ("drop-layers",), ("residual-permutation",)]
+    perm = rows["residual-permutation",]
+    assert (perm.derived, perm.worst_exact_log10_p, perm.best_exact_log10_p, perm.called_derived) == (2, -7.5, -40.0, 2)
+    assert (perm.independent, perm.false_positives, perm.exact_below_alpha) == (2, 1, 1)
+    drop = rows["drop-layers",]
+    assert (drop.worst_exact_log10_p, drop.without_exact, drop.called_derived) == (-3.0, 1, 1)
+    table = disguise_markdown(list(rows.values()), 0.01)
+    assert "| residual-permutation | 2 | 10^-7.5 (10^-40.0) | 2/2 | 2 | 1/2 | 1/2 |" in table
+    assert "| drop-layers | 2 | 10^-3.0 (10^-3.0); none for 1 | 1/2 | 0 | – | – |" in table
+    assert "| none (plain derivations) | 0 | – | – | 1 | 0/1 | 0/1 |" in table
+
+
+def test_load_zoo_reads_disguises(tmp_path):
+    (tmp_path / "labels.json").write_text(json.dumps({"models": {"a": {}, "b": {}}}))
+    pair = {"a": "a", "b": "b", "label": "derived", "disguises": ["rescale-qk", "unit-permutation"]}
+    (tmp_path / "pairs.json").write_text(json.dumps([pair]))
+    assert load_zoo(tmp_path).pairs[0].disguises == ("rescale-qk", "unit-permutation")
+    (tmp_path / "pairs.json").write_text(json.dumps([pair | {"disguises": "rescale-qk"}]))
     with pytest.raises(InputError, match="bad pair"):
         load_zoo(tmp_path)

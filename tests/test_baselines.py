@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from audit.auditor import run_audit
+from audit.auditor import run_audit, write_plan
 from audit.baselines import Population
 from audit.errors import InputError
-from audit.auditor import write_plan
 from audit.evidence import DERIVED, EXPLORATORY, NOT_REJECTED
 from audit.evidence.population import effective_pairs
+from audit.format.json import audit_doc, dumps
 
 from conftest import WORLD_MEMBERS as MEMBERS
 
@@ -22,7 +22,7 @@ def test_population_folder_holds_small_fingerprints_and_metadata(world):
     population = Population.open(root / "population")
     assert population.name == "synthetic" and population.seed == 3 and len(population.members) == MEMBERS
     member = population.members["m0"]
-    assert member.source == "audit.synth" and member.licence == "CC0"
+    assert member.source == "audit.testing.synth" and member.licence == "CC0"
     assert member.architecture["depth"] == 4 and member.architecture["hidden"] == 32
     assert set(member.files) == {"model.safetensors", "config.json", "tokenizer.json"}
     for kind in member.fingerprints:
@@ -45,8 +45,8 @@ def test_adding_twice_or_bad_names_is_refused(world):
 def test_member_suspect_is_left_out_of_its_own_null_and_derivation_is_found(world, tmp_path):
     root, paths, suspect, _ = world
     plan = write_plan(tmp_path / "plan.json", baseline=root / "population")
-    audit = run_audit(paths[0], suspect, root / "population", plan=plan)
-    doc = audit.to_dict()
+    audit = run_audit(paths[0], suspect, baseline=root / "population", plan=plan)
+    doc = audit_doc(audit)
     assert doc["verdict"]["label"] == DERIVED and doc["plan"]["sha256"] == plan.digest and doc["exploratory"] is None
     assert doc["verdict"]["body_only"]["label"] == DERIVED
     assert doc["baseline"]["size"] == MEMBERS
@@ -71,17 +71,17 @@ def test_member_suspect_is_left_out_of_its_own_null_and_derivation_is_found(worl
 def test_stranger_is_not_rejected(world, tmp_path):
     root, paths, _, stranger = world
     plan = write_plan(tmp_path / "plan.json", baseline=root / "population")
-    audit = run_audit(paths[1], stranger, root / "population", plan=plan)
+    audit = run_audit(paths[1], stranger, baseline=root / "population", plan=plan)
     assert audit.verdict.label == NOT_REJECTED
-    assert run_audit(paths[1], stranger, root / "population").verdict.label == EXPLORATORY
+    assert run_audit(paths[1], stranger, baseline=root / "population").verdict.label == EXPLORATORY
 
 
 def test_audit_json_is_byte_identical_and_seed_must_match(world):
     root, paths, suspect, _ = world
-    first = run_audit(paths[2], suspect, root / "population").to_json()
-    assert first == run_audit(paths[2], suspect, root / "population").to_json()
+    first = dumps(audit_doc(run_audit(paths[2], suspect, baseline=root / "population")))
+    assert first == dumps(audit_doc(run_audit(paths[2], suspect, baseline=root / "population")))
     with pytest.raises(InputError, match="seed 3"):
-        run_audit(paths[2], suspect, root / "population", seed=4)
+        run_audit(paths[2], suspect, baseline=root / "population", seed=4)
 
 
 def test_evaluate_a_reported_number(world, run_cli):
@@ -125,13 +125,13 @@ def test_scan_fingerprints_the_suspect_once_and_matches_one_audit_per_candidate(
 
     root, paths, suspect, stranger = world
     candidates = [stranger, paths[0], paths[3]]
-    one_by_one = {str(c): run_audit(suspect, c, root / "population").to_dict() for c in candidates}
+    one_by_one = {str(c): audit_doc(run_audit(suspect, c, baseline=root / "population")) for c in candidates}
     extracted = []
     for method in set(REGISTRY.values()):
         original = method.extract
         monkeypatch.setattr(method, "extract", lambda self, model, seed, _f=original: extracted.append(model) or _f(self, model, seed))
-    rows = scan(suspect, candidates, root / "population")
-    assert {row.candidate: row.audit.to_dict() for row in rows} == one_by_one
+    rows = scan(suspect, candidates, baseline=root / "population")
+    assert {row.candidate: audit_doc(row.audit) for row in rows} == one_by_one
     kinds = {method().fingerprint_kind for method in REGISTRY.values()}
     # each fingerprint kind once for the suspect plus once per candidate, at most
     assert len(extracted) <= len(kinds) * (1 + len(candidates))

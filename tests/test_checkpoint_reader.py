@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 from audit import open_checkpoint
 from audit.checkpoint import Moments, TensorView
 from audit.checkpoint.tensor import NARROW_CHUNK, NARROW_ROW, narrow_sums
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 DTYPE_CASES = {
     "F64": np.float64,

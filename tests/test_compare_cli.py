@@ -8,9 +8,10 @@ import pytest
 from methods_support import build, derive, finetune
 
 from audit.compare import compare_models
+from audit.format.json import comparison_doc, dumps
 from audit.stats import format_pvalue
 from audit.methods import REGISTRY
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 DIMS = Dims(layers=5, hidden=16, mlp=32, heads=2, vocab=40)
 
@@ -53,12 +54,12 @@ def test_same_seed_same_bytes(pair, tmp_path, run_cli):
 def test_inapplicable_methods_say_why(tmp_path):
     a = make_checkpoint(tmp_path / "a", "llama", DIMS, seed=1).path  # no tokenizer.json
     b = make_checkpoint(tmp_path / "b", "llama", Dims(layers=7, hidden=16, mlp=32, heads=2, vocab=40), seed=2).path
-    comparison = compare_models(a, b, ["attn-std", "neuron-match", "robust-match"])
+    comparison = compare_models(a, b, methods=["attn-std", "neuron-match", "robust-match"])
     by_name = {o.method.name: o for o in comparison.outcomes}
     assert by_name["attn-std"].applicable
     assert not by_name["neuron-match"].applicable and "depths differ (5 vs 7" in by_name["neuron-match"].reason
     assert "no tokenizer.json" in by_name["robust-match"].reason
-    doc = json.loads(comparison.to_json())
+    doc = json.loads(dumps(comparison_doc(comparison)))
     assert doc["methods"][2]["applicable"] is False and doc["methods"][2]["pvalue"] is None
 
 
@@ -82,3 +83,30 @@ def test_method_selection_and_table(pair, run_cli):
                                                (-7.0, "1.00e-7")])
 def test_pvalue_formatting_beyond_float_range(log10_p, text):
     assert format_pvalue(log10_p) == text
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["compare", "A", "B", "--alpha", "0.05"], "--alpha needs --baseline"),
+    (["compare", "A", "B", "--baseline", "P", "--budget", "1000"], "--budget cannot be used with --baseline"),
+    (["compare", "A", "B", "--methods", "attn-std", "--budget", "1000"], "none of the chosen methods has a fingerprint budget"),
+    (["verify", "r.pdf", "--baseline", "P"], "--baseline is only read by --recompute"),
+    (["report", "A", "B", "--out", "r.pdf", "--p12", "k.p12", "--key", "k.pem"], "--p12 holds the key and certificate"),
+    (["report", "A", "B", "--out", "r.pdf", "--key", "k.pem"], "--key and --cert go together"),
+])
+def test_flags_meaningless_in_context_are_refused(capsys, argv, phrase):
+    """Refused by the parser (usage line, exit 2) before any file is opened: A, B, P need not exist."""
+    from audit.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: audit ") and phrase in err
+
+
+def test_budget_reaches_only_the_methods_that_declare_it():
+    from audit.methods import tunable
+
+    assert tunable(None, budget=1234) == {"neuron-match": {"budget": 1234}, "robust-match": {"budget": 1234}}
+    assert tunable(["pcs", "robust-match"], budget=5) == {"robust-match": {"budget": 5}}
+    assert tunable(["pcs"], budget=5) == {}

@@ -15,7 +15,7 @@ from methods_support import build, load_model
 from scipy import stats
 
 from audit.methods import REGISTRY, get_method
-from audit.synth import Dims
+from audit.testing.synth import Dims
 
 PAIRS = 60
 DIMS = Dims(layers=8, hidden=16, mlp=40, heads=2, vocab=48)

@@ -6,7 +6,7 @@ import pytest
 from methods_support import load_model, write_tokenizer
 
 from audit.methods import REGISTRY, get_method
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 FAMILIES = {
     "llama": Dims(layers=4, hidden=16, mlp=40, heads=4, kv_heads=2, vocab=40),

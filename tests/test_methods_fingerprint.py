@@ -10,7 +10,7 @@ from methods_support import build, derive, load_model
 
 from audit.errors import InputError, NonFiniteError
 from audit.methods import REGISTRY, Fingerprint, get_method
-from audit.synth import Dims
+from audit.testing.synth import Dims
 
 DIMS = Dims(layers=6, hidden=32, mlp=64, heads=4, kv_heads=2, vocab=64)
 

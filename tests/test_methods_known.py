@@ -19,7 +19,7 @@ from methods_support import (
 )
 
 from audit.methods import REGISTRY, get_method
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 DIMS = Dims(layers=8, hidden=32, mlp=64, heads=4, kv_heads=2, vocab=64)
 EXTREME = -3.5  # log10 p: at the Monte Carlo floor 1/(9999+1) or beyond

@@ -83,10 +83,10 @@ def test_population_fingerprints_on_a_dask_cluster_match_local(world, tmp_path):
     from audit.baselines import Population
 
     _, paths, _, _ = world
-    local = Population.open_or_create(tmp_path / "local", "p", seed=3)
+    local = Population.open_or_create(tmp_path / "local", name="p", seed=3)
     local.add(paths[:3], workers=1)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        remote = Population.open_or_create(tmp_path / "remote", "p", seed=3)
+        remote = Population.open_or_create(tmp_path / "remote", name="p", seed=3)
         remote.add(paths[:3], scheduler=cluster.scheduler_address)
     assert {n: m.fingerprints for n, m in local.members.items()} == {n: m.fingerprints for n, m in remote.members.items()}
     assert (tmp_path / "local" / "pairs.json").read_bytes() == (tmp_path / "remote" / "pairs.json").read_bytes()

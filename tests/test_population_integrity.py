@@ -20,7 +20,7 @@ from audit.checkpoint import open_checkpoint
 from audit.checkpoint.hashing import tensor_content_digest
 from audit.errors import InputError
 from audit.methods import Fingerprint
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 TINY = Dims(layers=2, hidden=16, mlp=32, heads=2, vocab=24)
 FORK = multiprocessing.get_context("fork")
@@ -31,8 +31,8 @@ def tiny(tmp_path_factory):
     """Five tiny independent models, and a population of the first three."""
     root = tmp_path_factory.mktemp("tiny")
     paths = [make_checkpoint(root / f"t{i}", "llama", TINY, seed=500 + i, tokenizer=True).path for i in range(5)]
-    population = Population.open_or_create(root / "pop", "tiny", seed=1)
-    population.add(paths[:3], workers=1, source="audit.synth", licence="CC0", notes="independent inits")
+    population = Population.open_or_create(root / "pop", name="tiny", seed=1)
+    population.add(paths[:3], workers=1, source="audit.testing.synth", licence="CC0", notes="independent inits")
     return root, paths
 
 
@@ -68,7 +68,7 @@ def _in_child(target, *args) -> int:
 
 def _add_after(barrier, folder: Path, path: Path, name: str) -> None:
     barrier.wait(10)
-    Population.open_or_create(folder, "race", seed=1).add([path], names=[name], workers=1)
+    Population.open_or_create(folder, name="race", seed=1).add([path], names=[name], workers=1)
 
 
 def test_twenty_trials_of_concurrent_adds_lose_nothing(tiny, tmp_path):

@@ -11,7 +11,7 @@ from safetensors.numpy import save_file
 
 from audit import assign_roles, open_checkpoint
 from audit.roles.spec import AttentionShape, split_ranges
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 FAMILIES = {
     "llama": Dims(layers=3, hidden=32, mlp=80, heads=4, kv_heads=2),

@@ -12,6 +12,7 @@ from safetensors.numpy import load_file, save_file
 
 from audit.auditor import run_audit, write_plan
 from audit.evidence import DERIVED, EXPLORATORY
+from audit.format.json import audit_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "zoo" / "models"
@@ -47,7 +48,7 @@ def test_function_identical_copy_is_derived_against_the_zoo(tmp_path):
     parent = ZOO / "c0"
     copy = function_identical_copy(parent, tmp_path / "copy", seed=11)
     plan = write_plan(tmp_path / "plan.json", baseline=BASELINE)
-    audit = run_audit(parent, copy, BASELINE, plan=plan)
+    audit = run_audit(parent, copy, baseline=BASELINE, plan=plan)
     votes = {e.vote.method: e.vote for e in audit.evidence}
     assert audit.verdict.label == DERIVED, audit.verdict.reason
     # norm and pcs see the copy; a method that does not (here attn-std, defeated by the rescaling) cannot veto
@@ -63,14 +64,14 @@ def test_analysis_off_the_plan_is_exploratory_and_a_plan_for_another_population_
 
     plan = write_plan(tmp_path / "plan.json", baseline=BASELINE, methods=["norm", "pcs"])
     parent, other = ZOO / "c0", ZOO / "c2"
-    follows = run_audit(parent, other, BASELINE, plan=plan)
+    follows = run_audit(parent, other, baseline=BASELINE, plan=plan)
     assert follows.exploratory == () and follows.verdict.label != EXPLORATORY
     assert [o.method.name for o in follows.comparison.outcomes] == ["norm", "pcs"]
-    assert follows.to_dict()["plan"]["sha256"] == plan.digest
-    subset = run_audit(parent, other, BASELINE, ["norm"], plan=plan)
+    assert audit_doc(follows)["plan"]["sha256"] == plan.digest
+    subset = run_audit(parent, other, baseline=BASELINE, methods=["norm"], plan=plan)
     assert subset.verdict.label == EXPLORATORY and "methods norm instead of" in subset.exploratory[0]
-    assert run_audit(parent, other, BASELINE, alpha=0.05, plan=plan).verdict.label == EXPLORATORY
-    assert run_audit(parent, other, BASELINE, ["norm", "pcs"]).exploratory == ("no pre-registered analysis plan",)
+    assert run_audit(parent, other, baseline=BASELINE, alpha=0.05, plan=plan).verdict.label == EXPLORATORY
+    assert run_audit(parent, other, baseline=BASELINE, methods=["norm", "pcs"]).exploratory == ("no pre-registered analysis plan",)
     alone = write_plan(tmp_path / "none.json", methods=["norm"])
     with pytest.raises(InputError, match="plan was made for population none"):
-        run_audit(parent, other, BASELINE, plan=alone)
+        run_audit(parent, other, baseline=BASELINE, plan=alone)

@@ -19,7 +19,7 @@ from audit.checkpoint.vocabulary import (
     shared_tokens,
 )
 from audit.errors import InputError
-from audit.synth import Dims, make_checkpoint
+from audit.testing.synth import Dims, make_checkpoint
 
 TEXT = ["the cat sat on the mat", "the dog ate the bone", "a cat and a dog", "héllo wörld"] * 5
 

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from disguise_zoo import DISGUISE_PLAN, apply_plan, disguises_of  # noqa: E402
 from zoo_data import ByteTokenizer, Corpus, Sampler, fixed_batch  # noqa: E402
 from zoo_model import CausalLM, ModelConfig, n_params  # noqa: E402
 
@@ -119,6 +120,8 @@ PLAN = [
     derived("a1-cpt-heavy-int8", "a1-cpt-heavy", "int8-roundtrip"),
     derived("c0-lora-rescale", "c0-lora", "attention-rescale", seed=312, log2_range=[-2.0, 2.0]),
     derived("c2-prune-heal-resid-perm", "c2-prune-heal", "residual-permutation", seed=313),
+    # ---- disguised copies (zoo/disguise_zoo.py) ----
+    *DISGUISE_PLAN,
 ]
 
 FUNCTION_PRESERVING = {"residual-permutation", "attention-rescale"}
@@ -522,10 +525,17 @@ class Zoo:
             dparams.update(rescale_attention(model, gen, *p["log2_range"]))
         elif kind == "int8-roundtrip":
             int8_roundtrip(model)
+        elif kind.startswith("disguise:"):
+            model = self.disguise(model, parent, p, dparams)
+            if steps:
+                dparams["pre_finetune_max_logit_diff"] = max_logit_diff(parent, model, self.func_batch)
+                rec = train(model, tokens, steps, p["lr"], p["data_seed"], tag=name)
         else:
             raise ValueError(kind)
 
-        if kind in FUNCTION_PRESERVING:
+        preserving = kind in FUNCTION_PRESERVING or (
+            kind.startswith("disguise:") and not steps and not {"drop-layers", "duplicate-layers"} & set(p["steps"]))
+        if preserving:
             # the transformation itself, before the child is rounded to float16 for saving
             dparams["max_logit_diff_before_fp16_rounding"] = max_logit_diff(
                 parent, model, self.func_batch)
@@ -540,7 +550,7 @@ class Zoo:
             "steps": steps, "lr": p.get("lr"), "batch": BATCH if steps else None, **rec,
             "heldout_loss": held[held_shard], "heldout_shard": held_shard,
             "heldout_loss_by_shard": held, "derivation_params": dparams,
-            "function_preserving": kind in FUNCTION_PRESERVING,
+            "function_preserving": preserving,
             # max |logit(child) - logit(parent)| on the fixed batch, float32 forward of both
             # saved float16 checkpoints; the proof for the function-preserving derivations
             "function_max_logit_diff": max_logit_diff(parent, model, self.func_batch),
@@ -549,6 +559,24 @@ class Zoo:
             "generation": pmeta["generation"] + 1,
         }
         save_model(model, self.path(name), self.tok, meta)
+
+    def disguise(self, model: CausalLM, parent: CausalLM, p: dict, dparams: dict) -> CausalLM:
+        """The numpy disguises of disguise_zoo.py on the parent's float16 weights, back to torch.
+        Also checks the numpy forward pass used for the proof against this torch model."""
+        tensors = {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
+        tokens = self.func_batch[:, :-1]
+        with torch.no_grad():
+            reference = parent(torch.from_numpy(tokens)).double().numpy()
+        from audit.testing.forward import logits
+        dparams["numpy_forward_vs_torch_max_diff"] = float(max(
+            np.abs(logits(tensors, model.cfg.hf_config(), row) - ref).max() for row, ref in zip(tokens, reference)))
+        tensors, config, record = apply_plan(tensors, model.cfg.hf_config(), p, tokens)
+        dparams.update(record)
+        cfg = ModelConfig.from_hf(config)
+        cfg.max_position_embeddings = SEQ_LEN
+        child = CausalLM(cfg)
+        child.load_state_dict({k: torch.from_numpy(v).float() for k, v in tensors.items()}, strict=True)
+        return child
 
     def build(self, only: set[str] | None = None) -> None:
         for spec in PLAN:
@@ -571,7 +599,7 @@ class Zoo:
         models = {}
         for spec in PLAN:
             if is_done(self.path(spec["name"])):
-                models[spec["name"]] = self.meta(spec["name"])
+                models[spec["name"]] = {**self.meta(spec["name"]), "disguises": disguises_of(spec)}
         labels = {
             "description": "Reference zoo: tiny LLaMA-style LMs with known lineage. Two models "
                            "are related iff they share a root (independently trained ancestor).",
@@ -605,10 +633,20 @@ def make_pairs(models: dict) -> list[dict]:
             out.append(n)
         return out
 
+    def disguises_between(n, stop):
+        """Disguises applied on the way from ``stop`` (an ancestor, or None: the root) to n."""
+        out = set()
+        while n != stop and n is not None:
+            out.update(models[n].get("disguises", []))
+            n = models[n]["parent"]
+        return out
+
     pairs = []
     for a, b in itertools.combinations(models, 2):
         ma, mb = models[a], models[b]
         rec = {"a": a, "b": b}
+        line_a, line_b = [a, *ancestors(a)], [b, *ancestors(b)]
+        common = next((n for n in line_a if n in line_b), None)
         if ma["root"] != mb["root"]:
             hard = (ma["parent"] is None and mb["parent"] is None
                     and ma["recipe"] == mb["recipe"] and ma["shard"] == mb["shard"]
@@ -638,11 +676,14 @@ def make_pairs(models: dict) -> list[dict]:
                                        ("depth", "hidden", "mlp", "heads", "kv_heads",
                                         "num_local_experts"))
         rec["same_shard"] = ma["shard"] == mb["shard"]
+        # function-preserving disguises and depth changes separating the two (for independent
+        # pairs: everything applied to either since its root), the benchmark's per-disguise rows
+        rec["disguises"] = sorted(disguises_between(a, common) | disguises_between(b, common))
         pairs.append(rec)
     return pairs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     global LOG, BASE_STEPS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="zoo", type=Path)
@@ -652,7 +693,7 @@ def main() -> None:
     ap.add_argument("--base-steps", type=int, default=BASE_STEPS,
                     help="steps of the independent models (derived ones scale with it); "
                          "only change for smoke tests")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     BASE_STEPS = args.base_steps
     setup_determinism(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,10 @@
-"""The audit: compare two checkpoints, weigh each method against a baseline
-population, and decide.  ``audit compare --baseline``, ``audit report`` and
-``audit verify --recompute`` all run :func:`run_audit`.
+"""The audit: compare two checkpoints, weigh each method against the comparable part
+of a baseline population, and decide by the pre-registered plan.  ``audit compare
+--baseline``, ``audit report`` and ``audit verify --recompute`` all run :func:`run_audit`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -14,21 +13,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from audit.atomic import write_atomic
+from audit import DEFAULT_ALPHA
 from audit.baselines import PairTable, Population
-from audit.compare import (
-    Comparison,
-    MethodOutcome,
-    ModelInfo,
-    canonical,
-    compare_against,
-    compare_models,
-    format_table,
-    method_list,
-)
+from audit.checkpoint.hashing import HashCache
+from audit.compare import Comparison, MethodOutcome, ModelInfo, compare_against, compare_models, method_list
 from audit.errors import InputError, NoComparablePopulation
 from audit.evidence import (
-    EXPLORATORY,
     Calibration,
     PopulationTest,
     Verdict,
@@ -42,12 +32,9 @@ from audit.evidence import (
 )
 from audit.evidence.calibration import GroupRate, held_out_groups, member_groups
 from audit.evidence.comparability import ComparabilityRule, Shape, apply_rule
-from audit.evidence.plan import Plan, make_plan, plan_summary
+from audit.evidence.plan import Plan, make_plan
 from audit.methods import Method, get_method
-from audit.stats import format_pvalue
-from audit.text import columns
 
-DEFAULT_ALPHA = 0.01
 EXACT_SOURCE = "within-pair exact test"
 POPULATION_SOURCE = "baseline population (empirical)"
 NO_COMPARABLE = "no comparable population"
@@ -64,37 +51,6 @@ class MethodEvidence:
     comparability: Mapping[str, Any] | None
     vote: Vote
 
-    def to_dict(self, holm: Mapping[str, float]) -> dict:
-        out: dict[str, Any] = {}
-        if self.comparability is not None:
-            out["comparability"] = dict(self.comparability)
-        if self.population is not None:
-            pop = self.population
-            out["population"] = {
-                "statistic": pop.statistic, "pvalue": pop.pvalue, "log10_pvalue": pop.log10_pvalue,
-                "min_pvalue": pop.min_pvalue, "n_pairs": pop.n_pairs, "effective_pairs": pop.effective_pairs,
-                "n_models": pop.n_models, "disjoint_pairs": pop.disjoint_pairs, "exceedances": pop.exceedances,
-                "null_values": [float(v) for v in pop.null_distribution],
-                "tail": None if pop.tail is None else {**dataclasses.asdict(pop.tail), "label": "model-based"},
-                "tail_note": pop.tail_note,
-            }
-        if self.calibration is not None:
-            cal = self.calibration
-            worst = cal.worst
-            out["calibration"] = {
-                "scheme": cal.scheme, "alpha": cal.alpha, "n": cal.n,
-                "false_positives": cal.false_positives, "fpr": cal.fpr, "fpr_binomial_pvalue": cal.fpr_binomial_pvalue,
-                "ks_statistic": cal.ks_statistic, "ks_pvalue": cal.ks_pvalue, "ks_smaller_pvalue": cal.ks_smaller_pvalue,
-                "min_attainable": cal.min_attainable, "calibrated": cal.calibrated, "reason": cal.reason,
-                "groups": [g.to_dict() for g in cal.groups], "worst_group": None if worst is None else worst.to_dict(),
-                "pvalues": [float(p) for p in cal.pvalues],
-            }
-        vote = self.vote
-        out["vote"] = {"counts": vote.counts, "log10_pvalue": vote.log10_pvalue, "source": vote.source,
-                       "reason": vote.reason, "min_log10_pvalue": vote.min_log10_pvalue,
-                       "holm_log10_pvalue": holm.get(vote.method)}
-        return out
-
 
 @dataclass(frozen=True)
 class Audit:
@@ -106,40 +62,6 @@ class Audit:
     rule: ComparabilityRule = ComparabilityRule()
     plan: Plan | None = None
     exploratory: tuple[str, ...] = ()  # why this analysis is not the pre-registered one (empty: it is)
-
-    def to_dict(self) -> dict:
-        doc = self.comparison.to_dict()
-        for entry, evidence in zip(doc["methods"], self.evidence):
-            entry |= evidence.to_dict(self.verdict.holm_log10)
-        if self.baseline is not None:
-            base = self.baseline
-            doc["baseline"] = {
-                "name": base.name, "path": str(base.root), "digest": base.digest, "seed": base.seed, "size": len(base.members),
-                "members": sorted(base.members), "description": base.description,
-                "pairs": {e.outcome.method.name: e.population.n_pairs for e in self.evidence if e.population},
-            }
-        doc["plan"] = None if self.plan is None else dict(plan_summary(self.plan))
-        doc["exploratory"] = list(self.exploratory) or None
-        doc["comparability_rule"] = {**self.rule.to_dict(), "description": self.rule.describe()}
-        verdict = self.verdict
-        doc["alpha"] = verdict.alpha
-        doc["decision"] = {"rule": verdict.combination, "k": len(verdict.deciding), "pvalue": verdict.pvalue,
-                           "log10_pvalue": verdict.log10_pvalue, "rejected": list(verdict.rejected)}
-        doc["combined"] = {"method": "cauchy combination (shown beside the decision; never decides)",
-                           "log10_pvalue": verdict.combined_log10,
-                           "pvalue": None if verdict.combined_log10 is None else 10.0 ** verdict.combined_log10}
-        body = self.body_verdict
-        doc["verdict"] = {"label": verdict.label, "headline": verdict.headline, "reason": verdict.reason,
-                          "deciding": list(verdict.deciding), "power": dict(verdict.power),
-                          "body_only": {"label": body.label, "log10_pvalue": body.log10_pvalue,
-                                        "deciding": list(body.deciding), "reason": body.reason}}
-        return doc
-
-    def to_json(self) -> str:
-        return json.dumps(canonical(self.to_dict()), sort_keys=True, indent=2, allow_nan=False) + "\n"
-
-    def write_json(self, path: str | Path) -> Path:
-        return write_atomic(path, self.to_json().encode())
 
 
 def _population(baseline: Population | str | Path | None) -> Population | None:
@@ -206,12 +128,13 @@ def _vote(outcome: MethodOutcome, population: PopulationTest | None, calibration
 def run_audit(
     path_a: str | Path,
     path_b: str | Path,
+    *,
     baseline: Population | str | Path | None = None,
     methods: Sequence[str] | None = None,
     seed: int | None = None,
     alpha: float | None = None,
     params: Mapping[str, Mapping[str, Any]] | None = None,
-    *,
+    hash_cache: HashCache | None = None,
     plan: Plan | None = None,
 ) -> Audit:
     """Compare ``path_a`` and ``path_b``; with a baseline, weigh every method against it and decide.
@@ -220,7 +143,8 @@ def run_audit(
     otherwise, and any difference makes it exploratory (no verdict); a plan
     for another population is refused.  Without a plan the analysis is
     exploratory.  ``params`` overrides method parameters (not with a
-    baseline, whose fingerprints were made with the defaults).
+    baseline, whose fingerprints were made with the defaults).  ``hash_cache``:
+    see :func:`audit.compare.compare_models` (a signed report refuses cached hashes).
     """
     base = _population(baseline)
     if plan is not None:
@@ -233,7 +157,7 @@ def run_audit(
         seed = plan.seed if seed is None else seed
     alpha = DEFAULT_ALPHA if alpha is None else alpha
     seed = _audit_seed(base, seed, params, alpha)
-    comparison = compare_models(path_a, path_b, methods, seed, params)
+    comparison = compare_models(path_a, path_b, methods=methods, seed=seed, params=params, hash_cache=hash_cache)
     if plan is None:
         why = [NO_PLAN]
     else:
@@ -332,45 +256,6 @@ def _power(base: Population | None, alpha: float, comparison: Comparison) -> dic
             for name, rates in data.get("power", {}).items() if f"{alpha:g}" in rates}
 
 
-def format_audit(audit: Audit) -> str:
-    """The population, calibration and verdict lines `audit compare --baseline` prints under the method table."""
-    lines = [format_table(audit.comparison), ""]
-    if audit.baseline is not None:
-        lines.append(f"baseline: {audit.baseline.name} ({len(audit.baseline.members)} models, seed {audit.baseline.seed}); "
-                     f"comparability: {audit.rule.describe()}")
-        header = ("method", "population p", "model-based p", "pairs kept/dropped", "n_eff", "calibration (worst group)",
-                  "counts")
-        rows = []
-        for e in audit.evidence:
-            pop, cal, comp = e.population, e.calibration, e.comparability
-            worst = cal.worst if cal else None
-            rows.append((
-                e.outcome.method.name,
-                format_pvalue(pop.log10_pvalue) if pop else "-",
-                format_pvalue(pop.tail.log10_pvalue) if pop and pop.tail else "-",
-                f"{comp['kept_count']}/{comp['dropped_count']}" if comp else "-",
-                f"{pop.effective_pairs:.1f}" if pop else "-",
-                (("ok" if cal.calibrated else "MISCALIBRATED") + f" {cal.false_positives}/{cal.n}"
-                 + (f" ({worst.false_positives}/{worst.n})" if worst else "")) if cal else "-",
-                (e.vote.source or "") if e.vote.counts else f"no: {e.vote.reason}",
-            ))
-        lines += columns(header, rows)
-        lines.append("")
-    v = audit.verdict
-    if audit.plan is not None:
-        lines.append(f"analysis plan: sha256 {audit.plan.digest}, written {audit.plan.created}")
-    decision = (f"smallest Holm-adjusted p = {format_pvalue(v.log10_pvalue)} over {len(v.deciding)} method(s)"
-                if v.log10_pvalue is not None else "no counting method")
-    if v.combined_log10 is not None and len(v.deciding) > 1:
-        decision += f"; Cauchy combination {format_pvalue(v.combined_log10)} (shown, does not decide)"
-    if v.label == EXPLORATORY:
-        lines.append(f"EXPLORATORY (no verdict): {'; '.join(audit.exploratory)}; {decision}")
-    else:
-        lines.append(f"verdict at alpha {v.alpha:g}: {v.label.upper()} - {v.headline}; {decision}")
-    lines.append(f"  {v.reason}")
-    return "\n".join(lines)
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """A reported number (no weights at hand) against the comparable part of a population's null."""
@@ -382,8 +267,8 @@ class Evaluation:
     comparability: Mapping[str, Any]
 
 
-def evaluate_statistic(method: str, statistic: float, baseline: Population | str | Path, depths: Sequence[int] = (),
-                       *, widths: Sequence[int] = (), alpha: float = DEFAULT_ALPHA,
+def evaluate_statistic(method: str, statistic: float, *, baseline: Population | str | Path, depths: Sequence[int] = (),
+                       widths: Sequence[int] = (), alpha: float = DEFAULT_ALPHA,
                        rule: ComparabilityRule | None = None) -> Evaluation:
     """Where ``statistic`` falls among the comparable population pairs for ``method`` (e.g. attn-std 0.927).
 
@@ -424,14 +309,16 @@ class ScanRow:
     bh_log10_pvalue: float | None
 
 
-def scan(suspect: str | Path, candidates: Sequence[str | Path], baseline: Population | str | Path | None = None,
-         methods: Sequence[str] | None = None, seed: int | None = None, alpha: float = DEFAULT_ALPHA) -> list[ScanRow]:
+def scan(suspect: str | Path, candidates: Sequence[str | Path], *, baseline: Population | str | Path | None = None,
+         methods: Sequence[str] | None = None, seed: int | None = None, alpha: float = DEFAULT_ALPHA,
+         hash_cache: HashCache | None = None) -> list[ScanRow]:
     """Audit ``suspect`` against each candidate; rank by the Holm-adjusted p, Benjamini-Hochberg across candidates.
 
-    The suspect is opened and fingerprinted once for all candidates.
+    The suspect is opened, hashed and fingerprinted once for all candidates.
     """
     base = _population(baseline)
-    comparisons = compare_against(suspect, candidates, methods, _audit_seed(base, seed, None, alpha))
+    comparisons = compare_against(suspect, candidates, methods=methods, seed=_audit_seed(base, seed, None, alpha),
+                                  hash_cache=hash_cache)
     audits = [assess(comparison, base, alpha, exploratory_because=(NO_PLAN,)) for comparison in comparisons]
     log10 = [a.verdict.log10_pvalue for a in audits]
     known = [i for i, p in enumerate(log10) if p is not None]
@@ -442,34 +329,3 @@ def scan(suspect: str | Path, candidates: Sequence[str | Path], baseline: Popula
     return sorted(rows, key=lambda r: (r.bh_log10_pvalue is None, r.bh_log10_pvalue if r.bh_log10_pvalue is not None else 0.0))
 
 
-def format_evaluation(result: Evaluation) -> str:
-    test, comp = result.test, result.comparability
-    lines = [
-        f"{result.method} = {test.statistic:g} against population '{result.population}' "
-        f"({test.n_pairs} comparable independent pairs of {test.n_models} models, worth {test.effective_pairs:.1f} "
-        "independent pairs)",
-        f"empirical p = {test.pvalue:.4g} ({test.exceedances} pair(s) at least as similar; smallest attainable "
-        f"{test.min_pvalue:.4g})",
-    ]
-    if test.tail is not None:
-        lines.append(f"model-based p = {format_pvalue(test.tail.log10_pvalue)} (normal fitted to the {test.tail.transform} "
-                     f"null; {test.tail.gof_test} p = {test.tail.gof_pvalue:.3g}; shown beside, never decisive)")
-    elif test.tail_note:
-        lines.append(test.tail_note)
-    quantiles = np.quantile(test.null_distribution, [0.5, 0.95, 0.99])
-    lines.append(f"null: median {quantiles[0]:.4f}, 95% {quantiles[1]:.4f}, 99% {quantiles[2]:.4f}, max {test.null_distribution.max():.4f}")
-    lines.append(f"comparability: {comp['rule']}; kept {comp['kept_count']} pair(s), dropped {comp['dropped_count']}")
-    lines.append("exploratory: a single reported number, outside any analysis plan")
-    return "\n".join(lines)
-
-
-def format_scan(rows: list[ScanRow], alpha: float) -> str:
-    header = ("rank", "candidate", "Holm p (pair)", "BH-adjusted p", "flagged")
-    table = [(str(i + 1), r.candidate, format_pvalue(r.audit.verdict.log10_pvalue) if r.audit.verdict.log10_pvalue is not None else "-",
-              format_pvalue(r.bh_log10_pvalue) if r.bh_log10_pvalue is not None else "-",
-              "yes (BH <= alpha)" if r.bh_log10_pvalue is not None and r.bh_log10_pvalue <= math.log10(alpha) else "no")
-             for i, r in enumerate(rows)]
-    lines = columns(header, table)
-    lines.append(f"Benjamini-Hochberg controls the false discovery rate across the {len(rows)} candidates at alpha {alpha:g}. "
-                 "Exploratory: a scan follows no analysis plan; audit a flagged pair by a plan for a verdict.")
-    return "\n".join(lines)

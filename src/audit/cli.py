@@ -11,36 +11,24 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from audit import __version__
-from audit.auditor import (
-    DEFAULT_ALPHA,
-    evaluate_statistic,
-    format_audit,
-    format_evaluation,
-    format_scan,
-    run_audit,
-    scan,
-    write_plan,
-)
-from audit.evidence.plan import Plan
-from audit.baselines import Population
-from audit.baselines.display import format_matrix, format_members, format_outdated
-from audit.checkpoint import open_checkpoint
-from audit.compare import compare_models, format_table
-from audit.demo import run_demo
+from audit import DEFAULT_ALPHA, __version__
 from audit.errors import AuditError
-from audit.inspection import format_summary, summarize
-from audit.report.build import check_case_id, write_report
-from audit.report.verification import verify_audit_report
-from audit.roles import assign_roles
-from audit.signature import keygen, load_certificates, load_pem, load_pkcs12
+
+# Every command imports what it needs inside its handler: `audit --help` and
+# `audit inspect` must not pay for weasyprint, pyhanko, matplotlib or statsmodels.
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from audit.checkpoint import open_checkpoint
+    from audit.format.json import summary_doc
+    from audit.format.text import format_summary
+    from audit.inspection import summarize
+    from audit.roles import assign_roles
+
     with open_checkpoint(args.path) as checkpoint:
         roles = assign_roles(checkpoint, args.mapping)
         summary = summarize(checkpoint, roles, hashes=not args.no_hash, check_finite=args.check_finite)
-    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_summary(summary))
+    print(json.dumps(summary_doc(summary), indent=2) if args.json else format_summary(summary))
     return 0
 
 
@@ -60,6 +48,8 @@ def _passphrase(env: str, what: str, confirm: bool = False) -> str | None:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    from audit.signature import keygen
+
     passphrase = _passphrase(args.passphrase_env, "the new PKCS#12 file", confirm=True)
     if not passphrase:
         raise AuditError(f"no passphrase: set {args.passphrase_env} or run on a terminal to be prompted")
@@ -75,25 +65,66 @@ def _method_names(items: Sequence[str] | None) -> list[str] | None:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from audit.format.json import audit_doc, comparison_doc, write_json
+    from audit.format.text import format_audit, format_comparison
+
     names = _method_names(args.methods)
-    params = {name: {"budget": args.budget} for name in ("neuron-match", "robust-match")} if args.budget else None
     if args.baseline is None:
-        comparison = compare_models(args.a, args.b, names, seed=args.seed or 0, params=params)
+        if args.alpha is not None:
+            args.error("--alpha needs --baseline: without a population no verdict is made, so there is nothing to decide at alpha")
+        from audit.compare import compare_models
+        from audit.methods import tunable
+
+        params = tunable(names, budget=args.budget) if args.budget is not None else None
+        if params == {}:
+            args.error("--budget: none of the chosen methods has a fingerprint budget")
+        comparison = compare_models(args.a, args.b, methods=names, seed=args.seed or 0, params=params,
+                                    hash_cache=_hash_cache(args))
         if args.json:
-            comparison.write_json(args.json)
-        print(format_table(comparison))
+            write_json(args.json, comparison_doc(comparison))
+        print(format_comparison(comparison))
         return 0
-    plan = Plan.load(args.plan) if args.plan else None
-    audit = run_audit(args.a, args.b, args.baseline, names, args.seed, args.alpha, params, plan=plan)
+    if args.budget is not None:
+        args.error("--budget cannot be used with --baseline: the population's fingerprints were made with the default budget")
+    from audit.auditor import run_audit
+
+    audit = run_audit(args.a, args.b, baseline=args.baseline, methods=names, seed=args.seed, alpha=args.alpha,
+                      hash_cache=_hash_cache(args), plan=_plan_file(args.plan))
     if args.json:
-        audit.write_json(args.json)
+        write_json(args.json, audit_doc(audit))
     print(format_audit(audit))
     return 0
 
 
+def _alpha(args: argparse.Namespace) -> float:
+    return DEFAULT_ALPHA if args.alpha is None else args.alpha
+
+
+def _plan_file(path: str | None):
+    from audit.evidence.plan import Plan
+
+    return Plan.load(path) if path else None
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from audit.auditor import write_plan
+
+    plan = write_plan(args.out, baseline=args.baseline, methods=_method_names(args.methods), alpha=_alpha(args),
+                      seed=args.seed)
+    print(f"analysis plan: {args.out}")
+    print(f"sha256 {plan.digest}, written {plan.created}")
+    print(f"methods {', '.join(plan.methods)}; alpha {plan.alpha:g}; seed {plan.seed}; population "
+          f"{plan.population_name or 'none'} {plan.population or ''}".rstrip())
+    print(f"comparability: {plan.rule.describe()}")
+    return 0
+
+
 def _baseline(args: argparse.Namespace) -> int:
+    from audit.baselines import Population
+    from audit.format.text import format_matrix, format_members, format_outdated
+
     if args.action == "add":
-        population = Population.open_or_create(args.dir, args.name, args.seed, args.description or "")
+        population = Population.open_or_create(args.dir, name=args.name, seed=args.seed, description=args.description or "")
         added = population.add(args.models, names=args.member_names, source=args.source or "", licence=args.licence or "",
                                notes=args.notes or "", mapping=args.mapping, scheduler=args.scheduler, workers=args.workers)
         print(f"added {len(added)} model(s) to '{population.name}' ({len(population.members)} in all): "
@@ -114,7 +145,9 @@ def _baseline(args: argparse.Namespace) -> int:
     elif args.action == "list":
         print(format_members(population))
     else:
-        print(format_matrix(population, _method_names(args.methods)))
+        from audit.compare import method_list
+
+        print(format_matrix(population, method_list(_method_names(args.methods))))
     return 0
 
 
@@ -123,6 +156,7 @@ BUNDLE_ACTIONS = ("export", "import")
 
 def _bundle(args: argparse.Namespace) -> int:
     from audit.baselines.bundle import export_bundle, import_bundle
+    from audit.signature import load_certificates, load_pkcs12
 
     if args.action == "export":
         key = load_pkcs12(args.p12, _passphrase(args.passphrase_env, str(args.p12))) if args.p12 else None
@@ -139,56 +173,62 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan(args: argparse.Namespace) -> int:
-    plan = write_plan(args.out, baseline=args.baseline, methods=_method_names(args.methods), alpha=args.alpha,
-                      seed=args.seed)
-    print(f"analysis plan: {args.out}")
-    print(f"sha256 {plan.digest}, written {plan.created}")
-    print(f"methods {', '.join(plan.methods)}; alpha {plan.alpha:g}; seed {plan.seed}; population "
-          f"{plan.population_name or 'none'} {plan.population or ''}".rstrip())
-    print(f"comparability: {plan.rule.describe()}")
-    return 0
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    result = evaluate_statistic(args.method, args.statistic, args.baseline, args.depth or (), widths=args.width or (),
-                                alpha=args.alpha)
+    from audit.auditor import evaluate_statistic
+    from audit.format.text import format_evaluation
+
+    result = evaluate_statistic(args.method, args.statistic, baseline=args.baseline, depths=args.depth,
+                                widths=args.width or (), alpha=_alpha(args))
     print(format_evaluation(result))
     return 0
 
 
 def _scan(args: argparse.Namespace) -> int:
-    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
-    rows = scan(args.suspect, args.candidates, args.baseline, _method_names(args.methods), args.seed, alpha)
-    print(format_scan(rows, alpha))
+    from audit.auditor import scan
+    from audit.format.text import format_scan
+
+    rows = scan(args.suspect, args.candidates, baseline=args.baseline, methods=_method_names(args.methods),
+                seed=args.seed, alpha=_alpha(args), hash_cache=_hash_cache(args))
+    print(format_scan(rows, _alpha(args)))
     return 0
 
 
 def _signer(args: argparse.Namespace):
+    from audit.signature import load_pem, load_pkcs12
+
     if args.p12:
+        if args.key or args.cert or args.key_encrypted:
+            args.error("--p12 holds the key and certificate: give it alone, or --key with --cert instead")
         return load_pkcs12(args.p12, _passphrase(args.passphrase_env, str(args.p12)))
     if args.key and args.cert:
         return load_pem(args.key, args.cert, _passphrase(args.passphrase_env, str(args.key)) if args.key_encrypted else None)
+    if args.key or args.cert or args.key_encrypted:
+        args.error("--key and --cert go together (and --key-encrypted only with them)")
     raise AuditError("signing needs --p12 FILE, or --key FILE with --cert FILE")
 
 
 def _report(args: argparse.Namespace) -> int:
+    from audit.auditor import run_audit
+    from audit.report.build import check_case_id, write_report
+
     key = _signer(args)  # before the long computation: a wrong passphrase fails fast, and nothing is written
-    plan = Plan.load(args.plan)
-    audit = run_audit(args.a, args.b, args.baseline, _method_names(args.methods), args.seed, args.alpha, plan=plan)
+    case_id = check_case_id(args.case_id or f"{Path(args.a).name}-vs-{Path(args.b).name}")
+    audit = run_audit(args.a, args.b, baseline=args.baseline, methods=_method_names(args.methods), seed=args.seed,
+                      alpha=args.alpha, plan=_plan_file(args.plan))
     if audit.exploratory:
         raise AuditError(f"a signed report decides by its analysis plan; this analysis differs from it "
                          f"({'; '.join(audit.exploratory)}): run without those options or write a new plan")
-    case_id = args.case_id or f"{Path(args.a).name}-vs-{Path(args.b).name}"
     verify = f"audit verify {args.out} --trust CERT.pem --models {args.a} {args.b} --recompute"
-    path = write_report(audit, key, args.out, check_case_id(case_id), "audit " + shlex.join(args.argv), verify,
-                        timestamp_url=args.tsa)
+    path = write_report(audit, args.out, key=key, case_id=case_id, command="audit " + shlex.join(args.argv),
+                        verify_command=verify, timestamp_url=args.tsa)
     print(f"report: {path}")
     print(f"verdict at alpha {audit.verdict.alpha:g}: {audit.verdict.headline}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from audit.demo import run_demo
+
     result = run_demo(args.out)
     print(f"demo: audited {result.pair[0]} vs {result.pair[1]} against baseline '{result.baseline}'")
     print(f"verdict: {result.verdict}")
@@ -198,7 +238,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    checks = verify_audit_report(args.report, args.trust or (), args.models, args.recompute, args.baseline)
+    from audit.report.verification import verify_audit_report
+
+    if args.baseline is not None and not args.recompute:
+        args.error("--baseline is only read by --recompute")
+    checks = verify_audit_report(args.report, trust=args.trust or (), models=args.models, recompute=args.recompute,
+                                 baseline=args.baseline)
     for check in checks:
         print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.message}")
     passed = all(check.ok for check in checks)
@@ -206,11 +251,31 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def _hash_cache(args: argparse.Namespace):
+    from audit.checkpoint.hashing import hash_cache_from
+
+    return hash_cache_from(args.hash_cache)
+
+
+def _hash_cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hash-cache", action="store_true",
+                        help="reuse SHA-256 of unchanged files from the user cache dir (also: AUDIT_HASH_CACHE=1); "
+                             "results mark each cached hash; signed reports always hash fresh")
+
+
 def _audit_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every command that runs an audit (compare, scan, report)."""
+    parser.add_argument("--methods", nargs="+", metavar="NAME", help="methods to run (default: all), e.g. pcs norm")
     parser.add_argument("--baseline", metavar="DIR", help="baseline population of independently trained models")
     parser.add_argument("--alpha", type=float, help=f"significance level (default: the plan's, else {DEFAULT_ALPHA})")
-    if not any(a.dest == "seed" for a in parser._actions):
-        parser.add_argument("--seed", type=int, help="seed of every random choice (default 0, or the baseline's)")
+    parser.add_argument("--seed", type=int, help="seed of every random choice (default: the plan's, or the baseline's, or 0)")
+
+
+def _command(commands, name: str, run, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command whose handler is ``run``; ``args.error`` refuses flags that mean nothing together."""
+    parser = commands.add_parser(name, **kwargs)
+    parser.set_defaults(run=run, error=parser.error)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,35 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"audit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    inspect = commands.add_parser("inspect", help="show a checkpoint's family, shapes, roles and file hashes")
+    inspect = _command(commands, "inspect", _inspect, help="show a checkpoint's family, shapes, roles and file hashes")
     inspect.add_argument("path", help="a .safetensors file, a model directory or a shard index")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.add_argument("--mapping", metavar="FILE", help="role mapping (JSON) for architectures not built in")
     inspect.add_argument("--check-finite", action="store_true", help="scan every float tensor for NaN/Inf")
     inspect.add_argument("--no-hash", action="store_true", help="skip SHA-256 of the files")
-    inspect.set_defaults(run=_inspect)
 
-    compare = commands.add_parser("compare", help="test whether one model's weights derive from the other's")
+    compare = _command(commands, "compare", _compare, help="test whether one model's weights derive from the other's")
     compare.add_argument("a", help="model A: a .safetensors file, a model directory or a shard index")
     compare.add_argument("b", help="model B")
-    compare.add_argument("--methods", nargs="+", metavar="NAME", help="methods to run (default: all), e.g. pcs norm")
-    compare.add_argument("--seed", type=int, help="seed of every random choice (default 0, or the baseline's)")
-    compare.add_argument("--json", metavar="FILE", help="also write the results document (JSON) to FILE")
-    compare.add_argument("--budget", type=int, metavar="BYTES",
-                         help="fingerprint byte budget of neuron-match and robust-match (larger: more power)")
     _audit_options(compare)
+    _hash_cache_option(compare)
+    compare.add_argument("--json", metavar="FILE", help="also write the results document (JSON) to FILE")
     compare.add_argument("--plan", metavar="FILE", help="decide by this analysis plan (without one: exploratory, no verdict)")
-    compare.set_defaults(run=_compare)
+    compare.add_argument("--budget", type=int, metavar="BYTES",
+                         help="fingerprint byte budget of the methods that have one (larger: more power; not with --baseline)")
 
-    plan = commands.add_parser("plan", help="write a pre-registered analysis plan before reading any model")
+    plan = _command(commands, "plan", _plan, help="write a pre-registered analysis plan before reading any model")
     plan.add_argument("--out", required=True, metavar="FILE", help="where to write the plan (JSON)")
     plan.add_argument("--baseline", metavar="DIR", help="the baseline population the plan commits to (by digest)")
     plan.add_argument("--methods", nargs="+", metavar="NAME", help="methods that count (default: all)")
-    plan.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level (default {DEFAULT_ALPHA})")
+    plan.add_argument("--alpha", type=float, help=f"significance level (default {DEFAULT_ALPHA})")
     plan.add_argument("--seed", type=int, help="seed of every random choice (default 0, or the baseline's)")
-    plan.set_defaults(run=_plan)
 
-    baseline = commands.add_parser("baseline", help="build and inspect baseline populations of independent models")
+    baseline = _command(commands, "baseline", _baseline, help="build and inspect baseline populations of independent models")
     actions = baseline.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="fingerprint models and add them to a population (created if new)")
     add.add_argument("dir", help="population folder")
@@ -284,31 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("dir", help="population folder")
         if action == "matrix":
             sub.add_argument("--methods", nargs="+", metavar="NAME", help="methods (default: all)")
-    baseline.set_defaults(run=_baseline)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a reported statistic against a population's null")
+    evaluate = _command(commands, "evaluate", _evaluate, help="evaluate a reported statistic against a population's null")
     evaluate.add_argument("--method", required=True, help="method that produced the number, e.g. attn-std")
     evaluate.add_argument("--statistic", type=float, required=True, help="the reported value, e.g. 0.927")
     evaluate.add_argument("--baseline", required=True, metavar="DIR", help="baseline population folder")
     evaluate.add_argument("--depth", type=int, nargs="+", metavar="L", required=True, help="depths of the models in the case")
     evaluate.add_argument("--width", type=int, nargs="+", metavar="D", help="their residual widths, when known")
-    evaluate.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level (default {DEFAULT_ALPHA})")
-    evaluate.set_defaults(run=_evaluate)
+    evaluate.add_argument("--alpha", type=float, help=f"significance level (default {DEFAULT_ALPHA})")
 
-    scan_ = commands.add_parser("scan", help="rank candidate parents of a suspect (Benjamini-Hochberg across candidates)")
+    scan_ = _command(commands, "scan", _scan, help="rank candidate parents of a suspect (Benjamini-Hochberg across candidates)")
     scan_.add_argument("suspect")
     scan_.add_argument("candidates", nargs="+", help="candidate checkpoints")
-    scan_.add_argument("--methods", nargs="+", metavar="NAME")
     _audit_options(scan_)
-    scan_.set_defaults(run=_scan)
+    _hash_cache_option(scan_)
 
-    report = commands.add_parser("report", help="audit a pair and write the signed PDF report")
+    report = _command(commands, "report", _report, help="audit a pair and write the signed PDF report")
     report.add_argument("a")
     report.add_argument("b")
     report.add_argument("--out", required=True, metavar="PDF", help="where to write the report (atomically)")
     report.add_argument("--case-id", help="case identifier shown on every page")
-    report.add_argument("--plan", required=True, metavar="FILE", help="the pre-registered analysis plan (audit plan)")
-    report.add_argument("--methods", nargs="+", metavar="NAME", help="must equal the plan's (else refused)")
+    report.add_argument("--plan", required=True, metavar="FILE", help="the pre-registered analysis plan (audit plan); "
+                        "--methods, --alpha and --seed must agree with it")
     _audit_options(report)
     report.add_argument("--p12", metavar="FILE", help="PKCS#12 signing key and certificate")
     report.add_argument("--key", metavar="PEM", help="PEM private key (with --cert)")
@@ -317,21 +375,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--passphrase-env", default=PASSPHRASE_ENV, metavar="VAR",
                         help=f"environment variable holding the passphrase (default {PASSPHRASE_ENV}; else a prompt)")
     report.add_argument("--tsa", metavar="URL", help="RFC 3161 time-stamp authority (PAdES-B-T)")
-    report.set_defaults(run=_report)
 
-    verify = commands.add_parser("verify", help="verify a signed report: signature, manifest, models, numbers")
+    verify = _command(commands, "verify", _verify, help="verify a signed report: signature, manifest, models, numbers")
     verify.add_argument("report", help="the signed PDF")
     verify.add_argument("--trust", nargs="+", metavar="CERT", help="trusted certificate(s), e.g. the auditor's")
     verify.add_argument("--models", nargs=2, metavar=("A", "B"), help="re-hash these copies of the audited models")
     verify.add_argument("--recompute", action="store_true", help="re-run the audit and compare every number")
-    verify.add_argument("--baseline", metavar="DIR", help="baseline folder, if not where the manifest says")
-    verify.set_defaults(run=_verify)
+    verify.add_argument("--baseline", metavar="DIR", help="baseline folder, if not where the manifest says (with --recompute)")
 
-    demo = commands.add_parser("demo", help="audit a bundled zoo pair and write a signed demo report")
+    demo = _command(commands, "demo", _demo, help="audit a bundled zoo pair and write a signed demo report")
     demo.add_argument("--out", default="reports/demo.pdf", metavar="PDF", help="report path (default reports/demo.pdf)")
-    demo.set_defaults(run=_demo)
 
-    keys = commands.add_parser("keygen", help="make a self-signed auditor signing certificate (PKCS#12 + PEM)")
+    keys = _command(commands, "keygen", _keygen, help="make a self-signed auditor signing certificate (PKCS#12 + PEM)")
     keys.add_argument("--name", required=True, help="the auditor's name (certificate common name)")
     keys.add_argument("--org", required=True, help="the auditor's organisation")
     keys.add_argument("--out", required=True, metavar="DIR", help="folder for NAME.p12 and NAME.cert.pem")
@@ -339,7 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--days", type=int, default=3650, help="validity in days (default 3650)")
     keys.add_argument("--passphrase-env", default=PASSPHRASE_ENV, metavar="VAR",
                       help=f"environment variable holding the passphrase (default {PASSPHRASE_ENV}; else a prompt)")
-    keys.set_defaults(run=_keygen)
     return parser
 
 

@@ -2,58 +2,50 @@
 
 Each method is run independently: a method that does not apply to the pair
 (roles missing, shapes differ) is reported with its reason instead of
-failing the comparison.  The results document (:meth:`Comparison.to_json`) is
-byte-identical for the same inputs and seed: keys are sorted, floats are
-rounded to 12 significant digits (so last-bit differences between BLAS
-builds do not show), and it carries no timestamps.
+failing the comparison.  The results document is shaped by
+:mod:`audit.format.json`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-import math
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-import numpy as np
-
-from audit import __version__
-from audit.atomic import write_atomic
 from audit.checkpoint import Checkpoint, open_checkpoint
+from audit.checkpoint.hashing import HashCache, listing_digest
+from audit.checkpoint.hub import hub_record
 from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
 from audit.parallel import progress
 from audit.roles import assign_roles
-from audit.stats import TestResult, derive_seed, format_pvalue
-from audit.text import columns
-
-SIGNIFICANT_DIGITS = 12
+from audit.stats import TestResult, derive_seed
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Where a model came from: the path as given and the SHA-256 of every file."""
+    """Where a model came from: the path as given, the SHA-256 of every file and how each was obtained."""
 
     label: str
     path: str
     files: Mapping[str, str]
     family: str
     depth: int
-    hidden: int | None = None
-    vocab: int | None = None
+    hashed: Mapping[str, str] = field(default_factory=dict)  # file -> "fresh" | "cache"
+    hub: Mapping[str, Any] | None = None  # repository, commit and blob checks when named by Hub id
+    hidden: int | None = None  # residual width, for the comparability rule
+    vocab: int | None = None  # embedding rows
+
+    @property
+    def fresh(self) -> bool:
+        """Every file hashed now, none taken from the hash cache (what a signed report requires)."""
+        return all(self.hashed.get(name, "fresh") == "fresh" for name in self.files)
 
     @property
     def sha256(self) -> str:
         """One digest for the whole model: SHA-256 of the ``sha256sum``-style listing of its files."""
-        listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(self.files.items()))
-        return hashlib.sha256(listing.encode()).hexdigest()
-
-    def to_dict(self) -> dict:
-        return {"label": self.label, "path": self.path, "sha256": self.sha256, "files": dict(self.files),
-                "family": self.family, "depth": self.depth, "hidden": self.hidden, "vocab": self.vocab}
+        return listing_digest(dict(self.files))
 
 
 @dataclass(frozen=True)
@@ -69,71 +61,12 @@ class MethodOutcome:
     def applicable(self) -> bool:
         return self.result is not None
 
-    def to_dict(self) -> dict:
-        method = self.method
-        out: dict[str, Any] = {
-            "name": method.name,
-            "applicable": self.applicable,
-            "reason": self.reason,
-            "exact": method.exact,
-            "calibrated": method.calibrated,
-            "caveat": method.caveat,
-            "reference": method.reference,
-            "explanation": method.explanation,
-            "measures": method.measures,
-            "survives": method.survives,
-            "parameters": dataclasses.asdict(method),
-            "fingerprint_bytes": list(self.fingerprint_bytes) if self.fingerprint_bytes else None,
-            "statistic": None, "pvalue": None, "log10_pvalue": None, "null": None, "tail": None, "details": None,
-        }
-        if self.result is not None:
-            out |= self.result.to_dict()
-        return out
-
 
 @dataclass(frozen=True)
 class Comparison:
     models: tuple[ModelInfo, ModelInfo]
     seed: int
     outcomes: tuple[MethodOutcome, ...]
-
-    def to_dict(self) -> dict:
-        return {
-            "tool": {"name": "audit", "version": __version__},
-            "seed": self.seed,
-            "hypotheses": {"H0": "the two models were trained independently",
-                           "H1": "one model's weights derive from the other's, or both from a common ancestor"},
-            "conventions": {
-                "pvalue": "one-sided (upper tail: more similar than independent models); a float, so it reads 0.0 "
-                          "below about 1e-308, where log10_pvalue stays exact",
-                "models.sha256": "SHA-256 of the sha256sum-style listing of the model's files",
-                "floats": f"rounded to {SIGNIFICANT_DIGITS} significant digits",
-            },
-            "models": [m.to_dict() for m in self.models],
-            "methods": [o.to_dict() for o in self.outcomes],
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(canonical(self.to_dict()), sort_keys=True, indent=2, allow_nan=False) + "\n"
-
-    def write_json(self, path: str | Path) -> Path:
-        return write_atomic(path, self.to_json().encode())
-
-
-def canonical(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars to Python, floats to 12 significant digits, NaN/Inf to None."""
-    if isinstance(value, Mapping):
-        return {str(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [canonical(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return float(f"{value:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(value) else None
-    return value
 
 
 def method_list(names: Sequence[str] | None) -> list[str]:
@@ -144,35 +77,47 @@ def method_list(names: Sequence[str] | None) -> list[str]:
 def compare_models(
     path_a: str | Path,
     path_b: str | Path,
+    *,
     methods: Sequence[str] | None = None,
     seed: int = 0,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    hash_cache: HashCache | None = None,
 ) -> Comparison:
-    """Run ``methods`` (default: all) on the pair; ``params`` overrides method parameters by method name."""
-    with closing(compare_against(path_a, [path_b], methods, seed, params)) as comparisons:
+    """Run ``methods`` (default: all) on the pair; ``params`` overrides method parameters by method name.
+
+    ``hash_cache`` lets unchanged files' SHA-256 come from the cache (each is marked so in the result).
+    """
+    with closing(compare_against(path_a, [path_b], methods=methods, seed=seed, params=params,
+                                 hash_cache=hash_cache)) as comparisons:
         return next(comparisons)
 
 
 def compare_against(
     path_a: str | Path,
     paths_b: Sequence[str | Path],
+    *,
     methods: Sequence[str] | None = None,
     seed: int = 0,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    hash_cache: HashCache | None = None,
 ) -> Iterator[Comparison]:
     """One :func:`compare_models` per model in ``paths_b``, A opened and fingerprinted once.
 
     Scanning a suspect against many candidates reads the suspect's weights
     once per fingerprint kind, not once per candidate; each candidate is
     opened only while it is compared, so memory does not grow with their number.
+    Both models' files are hashed on background threads while the methods
+    read their tensors (see :mod:`audit.checkpoint.hashing`).
     """
     chosen = [get_method(name, **dict((params or {}).get(name, {}))) for name in method_list(methods)]
     cache: dict[tuple, Fingerprint] = {}
     with open_checkpoint(path_a) as checkpoint_a:
-        info_a, model_a = _load("A", path_a, checkpoint_a)
+        checkpoint_a.start_hashing(cache=hash_cache)
+        model_a = _model(checkpoint_a)
         for path_b in paths_b:
             with open_checkpoint(path_b) as checkpoint_b:
-                info_b, model_b = _load("B", path_b, checkpoint_b)
+                checkpoint_b.start_hashing(cache=hash_cache)
+                model_b = _model(checkpoint_b)
                 for slot in [slot for slot in cache if slot[0] == "B"]:
                     del cache[slot]  # the previous candidate's fingerprints
                 outcomes = []
@@ -181,17 +126,31 @@ def compare_against(
                         bar.set_postfix_str(method.name)
                         outcomes.append(run_method(method, [("A", model_a), ("B", model_b)], seed, cache))
                         bar.update()
-                yield Comparison((info_a, info_b), seed, tuple(outcomes))
+                infos = (_info("A", path_a, checkpoint_a, model_a), _info("B", path_b, checkpoint_b, model_b))
+                yield Comparison(infos, seed, tuple(outcomes))
 
 
-def _load(label: str, path: str | Path, checkpoint: Checkpoint) -> tuple[ModelInfo, Model]:
-    roles = assign_roles(checkpoint)
+def _model(checkpoint: Checkpoint) -> Model:
+    return Model(assign_roles(checkpoint), checkpoint.vocab)
+
+
+def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) -> ModelInfo:
+    hashes = checkpoint.hashes()
+    files = {n: h.sha256 for n, h in hashes.items()}
+    hub = hub_record(checkpoint.source, files) if checkpoint.source is not None else None
+    hidden, vocab = shape_of(model)
+    return ModelInfo(label, str(path), files, model.roles.family, model.roles.depth,
+                     {n: h.source for n, h in hashes.items()}, hub, hidden, vocab)
+
+
+def shape_of(model: Model) -> tuple[int | None, int | None]:
+    """Residual width and vocabulary size, from the embedding (else the first q projection)."""
+    roles = model.roles
     embed = roles.globals.get("embed")
+    if embed is not None:
+        return embed.shape[1], embed.shape[0]
     q = next((layer.roles["attn.q"] for layer in roles.layers if "attn.q" in layer.roles), None)
-    hidden = embed.shape[1] if embed is not None else (q.shape[1] if q is not None else None)
-    info = ModelInfo(label, str(path), checkpoint.file_hashes(), roles.family, roles.depth, hidden,
-                     embed.shape[0] if embed is not None else None)
-    return info, Model(roles, checkpoint.vocab)
+    return (q.shape[1] if q is not None else None), None
 
 
 def run_method(
@@ -222,39 +181,3 @@ def run_method(
         return MethodOutcome(method, None, str(exc))
 
 
-def format_table(comparison: Comparison) -> str:
-    """The human-readable summary `audit compare` prints."""
-    lines = [f"{m.label}: {m.path}  ({m.family}, {m.depth} layers, sha256 {m.sha256[:16]})" for m in comparison.models]
-    lines += [f"seed: {comparison.seed}", ""]
-    header = ("method", "statistic", "p-value", "model-based p", "null", "notes")
-    rows = []
-    for outcome in comparison.outcomes:
-        method, result = outcome.method, outcome.result
-        if result is None:
-            rows.append((method.name, "-", "-", "-", "-", f"not applicable: {outcome.reason}"))
-            continue
-        null = result.null.kind + (f" (n={result.null.size})" if result.null.size else "")
-        tail = format_pvalue(result.tail.log10_pvalue) if result.tail else "-"
-        note = "uncalibrated: not evidence yet" if not method.calibrated else ("exact under H0" if method.exact else "")
-        rows.append((method.name, f"{result.statistic:.4f}", format_pvalue(result.log10_pvalue), tail, null, note))
-    lines += columns(header, rows)
-    notes = [f"- {o.method.name}: {line}" for o in comparison.outcomes if o.result and (line := _detail_line(o.result))]
-    if notes:
-        lines += ["", *notes]
-    caveats = [f"- {o.method.name}: {o.method.caveat}" for o in comparison.outcomes if o.applicable and o.method.caveat]
-    if caveats:
-        lines += ["", "caveats:", *caveats]
-    lines += ["", "A small p-value is evidence against independent training; a large one is not proof of independence."]
-    return "\n".join(lines)
-
-
-def _detail_line(result: TestResult) -> str | None:
-    """The per-projection r of attn-std, or which MoE blocks matched best."""
-    details = result.details
-    if "per_projection" in details:
-        return "r per projection: " + ", ".join(f"{p.removeprefix('attn.')} {r:.3f}"
-                                                for p, r in details["per_projection"].items())
-    if any(layer["pairs_compared"] > 1 for layer in details.get("layers", [])):
-        a, b = details["most_frequent_best_pair"]
-        return f"best-matching MLP blocks (most layers): A {a} ~ B {b}; Bonferroni over the pairs compared per layer"
-    return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.accuracy import load_zoo
+from audit.zoo import load_zoo
 from audit.atomic import write_atomic
 from audit.auditor import run_audit, write_plan
 from audit.errors import InputError
@@ -56,9 +56,9 @@ def run_demo(out: str | Path = "reports/demo.pdf") -> DemoResult:
     key = demo_key()
     out = Path(out)
     plan = write_plan(out.with_name(out.stem + "-plan.json"), baseline=relative[2])  # fixed before any model is read
-    audit = run_audit(relative[0], relative[1], relative[2], plan=plan)
+    audit = run_audit(relative[0], relative[1], baseline=relative[2], plan=plan)
     certificate = write_atomic(out.with_name(out.stem + "-cert.pem"), key.certificate_pem)
     command = f"audit demo --out {out}"
     verify = f"audit verify {out} --trust {certificate} --recompute"
-    report = write_report(audit, key, out, f"DEMO {a.name} vs {b.name}", command, verify)
+    report = write_report(audit, out, key=key, case_id=f"DEMO {a.name} vs {b.name}", command=command, verify_command=verify)
     return DemoResult((str(relative[0]), str(relative[1])), audit.baseline.name, audit.verdict.headline, report, certificate)

@@ -8,9 +8,10 @@ off the weights.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from audit.checkpoint import Checkpoint
+from audit.checkpoint.hub import hub_record
 from audit.checkpoint.dtypes import is_float
 from audit.roles import RoleMap
 from audit.roles.names import LAYER_ORDER
@@ -54,9 +55,9 @@ class ModelSummary:
     unassigned: list[str]
     files: list[FileSummary]
     warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    tokenizer: dict | None = None  # where the vocabulary came from (kind, path, size)
+    hub: dict | None = None  # repository, commit and blob checks when opened by Hugging Face id
+    gguf: dict | None = None  # GGUF architecture and storage (quantisation) types of the tensors
 
 
 def _first_shape(roles: RoleMap, role: str, axis: int) -> int | None:
@@ -77,6 +78,8 @@ def _first_expert_width(roles: RoleMap, shared: bool) -> int | None:
 
 def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check_finite: bool = False) -> ModelSummary:
     """Summarise ``checkpoint``; ``check_finite`` scans every float tensor for NaN/Inf."""
+    if hashes:
+        checkpoint.start_hashing()  # on background threads while the tensors are scanned
     if check_finite:
         for stored in checkpoint.tensors.values():
             if is_float(stored.dtype):
@@ -87,6 +90,9 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
     embed = roles.globals.get("embed")
     hidden = embed.shape[1] if embed is not None else _first_shape(roles, "attn.q", 1)
     floats = [t for t in checkpoint.tensors.values() if is_float(t.dtype)]
+    digests = checkpoint.file_hashes() if hashes else {}
+    files = [FileSummary(name, f.role, f.size, digests.get(name))
+             for f in checkpoint.files for name in [str(f.path.relative_to(checkpoint.directory))]]
     return ModelSummary(
         path=str(checkpoint.path),
         family=roles.family,
@@ -114,55 +120,11 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
         global_roles=sorted(roles.globals),
         ignored=list(roles.ignored),
         unassigned=list(roles.unassigned),
-        files=[
-            FileSummary(str(f.path.relative_to(checkpoint.directory)), f.role, f.size, f.sha256 if hashes else None)
-            for f in checkpoint.files
-        ],
+        files=files,
         warnings=list(checkpoint.warnings),
+        tokenizer=checkpoint.vocabulary.summary() if checkpoint.vocabulary is not None else None,
+        gguf=None if checkpoint.gguf is None else {
+            "architecture": checkpoint.gguf.architecture,
+            "tensor_types": dict(sorted(Counter(checkpoint.gguf.tensor_types.values()).items()))},
+        hub=hub_record(checkpoint.source, {f.path: f.sha256 for f in files}) if checkpoint.source is not None else None,
     )
-
-
-def format_summary(summary: ModelSummary) -> str:
-    """Human-readable text for the terminal."""
-
-    def known(value: object) -> str:
-        return "unknown (no config.json)" if value is None else str(value)
-
-    lines = [
-        f"checkpoint   {summary.path}",
-        f"family       {summary.family} (detected from {summary.detected_by}"
-        + (f"; model_type {summary.model_type})" if summary.model_type else ")"),
-        f"depth        {summary.depth} layers",
-        f"hidden       {summary.hidden}",
-        f"MLP width    {summary.mlp_width if summary.mlp_width is not None else '-'}",
-        f"vocabulary   {summary.vocab if summary.vocab is not None else '-'}",
-        f"heads        {known(summary.heads)} (kv heads {known(summary.kv_heads)}, head dim {known(summary.head_dim)})",
-    ]
-    if summary.experts:
-        lines.append(
-            f"experts      {summary.experts} per MoE layer in {summary.moe_layers} layer(s), width {summary.expert_mlp_width}"
-            + (f"; shared expert width {summary.shared_expert_width}" if summary.shared_expert_width else "")
-        )
-    lines += [
-        f"parameters   {summary.parameters:,} in {summary.tensors} tensors"
-        + (f" (+{summary.other_elements:,} non-float buffer elements)" if summary.other_elements else ""),
-        "dtypes       " + ", ".join(f"{d} x{n}" for d, n in summary.dtypes.items()),
-        "layer roles  " + " ".join(summary.layer_roles),
-    ]
-    grouped: dict[tuple[int, ...], list[str]] = {}
-    for role, layers in summary.partial_roles.items():
-        grouped.setdefault(tuple(layers), []).append(role)
-    lines += [f"  only in layers {list(layers)}: {' '.join(names)}" for layers, names in grouped.items()]
-    if summary.expert_roles:
-        lines.append("expert roles " + " ".join(summary.expert_roles))
-    if summary.shared_expert_roles:
-        lines.append("shared roles " + " ".join(summary.shared_expert_roles))
-    lines.append("global roles " + " ".join(summary.global_roles))
-    if summary.ignored:
-        lines.append(f"ignored      {len(summary.ignored)} buffer tensor(s)")
-    if summary.unassigned:
-        lines.append(f"unassigned   {len(summary.unassigned)}: " + ", ".join(summary.unassigned[:5]) + (" ..." if len(summary.unassigned) > 5 else ""))
-    lines.append("files")
-    lines += [f"  {f.path}  {f.role}  {f.bytes:,} bytes  sha256 {f.sha256 or '(not computed)'}" for f in summary.files]
-    lines += [f"warning: {w}" for w in summary.warnings]
-    return "\n".join(lines)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Callable, Iterable, Sequence, TypeVar
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar
 
 from audit.errors import AuditError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -63,6 +64,8 @@ def fork_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = Non
 
 def progress(total: int, desc: str) -> tqdm:
     """A tqdm bar on stderr; ``disable=None`` hides it when stderr is not a terminal."""
+    from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit="task", disable=None, leave=False, dynamic_ncols=True)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from audit.atomic import write_atomic
 from audit.baselines import store
 from audit.checkpoint import open_checkpoint
+from audit.checkpoint.hub import default_member_name
 from audit.checkpoint.hashing import listing_digest, tensor_content_digest
 from audit.errors import InputError
 from audit.inspection import summarize
@@ -123,6 +124,15 @@ class PairTable:
             raise InputError(f"pairs.json: the {method} null holds NaN or infinite values; refusing to use it")
         return table
 
+    def matrix(self, names: Sequence[str]) -> np.ndarray:
+        """Symmetric similarity matrix over ``names`` (NaN where a pair is not in the table, and on the diagonal)."""
+        index = {name: i for i, name in enumerate(names)}
+        matrix = np.full((len(names), len(names)), np.nan)
+        for (a, b), value in zip(self.pairs, self.statistics):
+            if a in index and b in index:
+                matrix[index[a], index[b]] = matrix[index[b], index[a]] = value
+        return matrix
+
     def without(self, excluded: set[str]) -> PairTable:
         """The pairs that involve none of ``excluded`` (e.g. a suspect that is also a member)."""
         return self.subset([i for i, (a, b) in enumerate(self.pairs) if a not in excluded and b not in excluded])
@@ -144,7 +154,7 @@ def _fingerprint_model(task: tuple[str, int, tuple[str, ...], str | None]) -> Fi
     reasons: dict[str, str] = {}
     with open_checkpoint(path) as checkpoint:
         roles = assign_roles(checkpoint, mapping)
-        summary = summarize(checkpoint, roles).to_dict()
+        summary = asdict(summarize(checkpoint, roles))
         model = Model(roles, checkpoint.vocab)
         for name in method_names:
             method = get_method(name)
@@ -355,7 +365,7 @@ class Population:
         return tables
 
     @classmethod
-    def open_or_create(cls, root: str | Path, name: str | None = None, seed: int = 0, description: str = "") -> Population:
+    def open_or_create(cls, root: str | Path, *, name: str | None = None, seed: int = 0, description: str = "") -> Population:
         """The population at ``root``, or a new empty one (written at its first commit)."""
         root = Path(root)
         if (root / store.MANIFEST).exists():
@@ -385,7 +395,7 @@ class Population:
         A name already taken, or weights already present (by content, in any
         file layout), is refused before anything is written.
         """
-        names = list(names) if names else [Path(p).resolve().name for p in paths]
+        names = list(names) if names else [default_member_name(p) for p in paths]
         if len(names) != len(paths):
             raise InputError(f"{len(paths)} model(s) but {len(names)} name(s)")
         for name in names:
@@ -407,7 +417,9 @@ class Population:
                     raise InputError(f"'{name}' has the same weights as member '{same}' (same tensors, whatever the file layout)")
                 by_content[info["content"]] = name
                 summary = info["summary"]
-                added[name] = Member(name, source, licence, notes, info["content"], info["files"],
+                hub = summary.get("hub")
+                origin = source or (f"Hugging Face {hub['repo_id']} commit {hub['commit']}" if hub else "")
+                added[name] = Member(name, origin, licence, notes, info["content"], info["files"],
                                      {k: summary[k] for k in SUMMARY_KEYS}, {}, reasons)
             self._commit(added, {name: result[1] for name, result in zip(names, results)})
         return [self.members[name] for name in names]

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from audit.checkpoint.hashing import sha256_file
+from audit.checkpoint.hashing import FileHash, HashCache, HashJob
+from audit.checkpoint.gguf_file import GGUFFile, looks_like_gguf
+from audit.checkpoint.hub import HubSource, resolve_model
 from audit.checkpoint.safetensors_file import (
     PICKLE_SUFFIXES,
     SafetensorsFile,
@@ -31,15 +33,11 @@ SIDE_FILES = {"config.json": "config", "tokenizer.json": "tokenizer", "tokenizer
 
 @dataclass(frozen=True)
 class InputFile:
-    """A file the audit read: where it is, its size and (lazily) its hash."""
+    """A file the audit read: where it is, its size and its part in the model."""
 
     path: Path
     size: int
     role: str  # "weights", "index", "config", "tokenizer"
-
-    @cached_property
-    def sha256(self) -> str:
-        return sha256_file(self.path)
 
 
 def _read_json(path: Path, what: str) -> object:
@@ -58,12 +56,16 @@ class Checkpoint:
         self.path = path
         self.directory = path if path.is_dir() else path.parent
         self.warnings: list[str] = []
-        self._weight_files = [SafetensorsFile(p) for p in shards]
+        self._hashing: HashJob | None = None
+        self.source: HubSource | None = None  # set when opened by Hub model id
+        self._weight_files = [GGUFFile(p) if _is_gguf(p) else SafetensorsFile(p) for p in shards]
+        gguf = self._weight_files[0] if isinstance(self._weight_files[0], GGUFFile) else None
+        self.gguf: GGUFFile | None = gguf  # a GGUF file is self-contained: config and vocabulary come from it
         self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
         if index is None and path.is_file() and (self.directory / INDEX_NAME).is_file():
             self.warnings.append(f"{path.name} may be one shard of a sharded model; pass the directory to read all shards")
-        side = {name: self.directory / name for name in SIDE_FILES if (self.directory / name).is_file()}
-        self.config: dict | None = self._load_config(side.get("config.json"))
+        side = {} if gguf else {name: self.directory / name for name in SIDE_FILES if (self.directory / name).is_file()}
+        self.config: dict | None = gguf.config if gguf else self._load_config(side.get("config.json"))
         self.files: tuple[InputFile, ...] = tuple(
             [InputFile(f.path, f.size, "weights") for f in self._weight_files]
             + ([InputFile(index, index.stat().st_size, "index")] if index else [])
@@ -101,8 +103,8 @@ class Checkpoint:
 
     @cached_property
     def vocabulary(self) -> Vocabulary | None:
-        """The tokenizer's tokens in id order (tokenizer.json, else tokenizer.model), or None."""
-        return read_vocabulary_in(self.directory)
+        """The tokenizer's tokens in id order (tokenizer.json, else tokenizer.model, or GGUF's own), or None."""
+        return self.gguf.vocabulary if self.gguf else read_vocabulary_in(self.directory)
 
     @property
     def vocab(self) -> dict[str, int] | None:
@@ -115,15 +117,31 @@ class Checkpoint:
         except KeyError:
             raise InputError(f"{self.path}: no tensor named '{name}'") from None
 
+    def start_hashing(self, *, cache: HashCache | None = None) -> None:
+        """Start hashing every file on background threads (once); reading tensors meanwhile is fine.
+
+        Without ``cache`` every file is hashed fresh.  :meth:`hashes` waits for the result.
+        """
+        if self._hashing is None:
+            self._hashing = HashJob([f.path for f in self.files], cache=cache)
+
+    def hashes(self) -> dict[str, FileHash]:
+        """File name (relative to the checkpoint directory) -> SHA-256 and whether it came from the cache."""
+        self.start_hashing()
+        found = self._hashing.result()
+        return {str(f.path.relative_to(self.directory)): found[f.path] for f in self.files}
+
     def file_hashes(self) -> dict[str, str]:
         """File name (relative to the checkpoint directory) -> SHA-256."""
-        return {str(f.path.relative_to(self.directory)): f.sha256 for f in self.files}
+        return {name: h.sha256 for name, h in self.hashes().items()}
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files if f.role == "weights")
 
     def close(self) -> None:
+        if self._hashing is not None:
+            self._hashing.cancel()
         for weights in self._weight_files:
             weights.close()
 
@@ -160,6 +178,10 @@ def _shards_from_index(index: Path) -> tuple[list[Path], Path, dict]:
     return shards, index, weight_map
 
 
+def _is_gguf(path: Path) -> bool:
+    return path.suffix.lower() == ".gguf" or looks_like_gguf(path)
+
+
 def _layout(path: Path) -> tuple[list[Path], Path | None, dict | None]:
     """The weight files, the index and its weight map (if any) of a checkpoint path."""
     if path.is_file():
@@ -175,15 +197,26 @@ def _layout(path: Path) -> tuple[list[Path], Path | None, dict | None]:
     shards = sorted(p for p in path.glob("*.safetensors") if p.is_file())
     if shards:
         return shards, None, None
+    ggufs = sorted(p for p in path.glob("*.gguf") if p.is_file())
+    if len(ggufs) == 1:
+        return ggufs, None, None
+    if ggufs:
+        raise InputError(f"{path}: holds {len(ggufs)} GGUF files (e.g. {ggufs[0].name}, {ggufs[1].name}); "
+                         "pass the one to audit")
     pickled = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
         raise pickle_refusal(pickled[0])
-    raise InputError(f"{path}: no weights found (expected model.safetensors, {INDEX_NAME} or *.safetensors)")
+    raise InputError(f"{path}: no weights found (expected model.safetensors, {INDEX_NAME}, *.safetensors or one *.gguf)")
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Open a checkpoint lazily; raise :class:`InputError` with one line if unusable."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
-    return Checkpoint(path, *_layout(path))
+    """Open a checkpoint lazily; raise :class:`InputError` with one line if unusable.
+
+    ``path`` is a file or folder, or a Hugging Face model id ``org/name[@revision]``
+    found in the local Hub cache (a path that exists wins); the checkpoint's
+    ``source`` then records the repository and commit.
+    """
+    path, source = resolve_model(path)
+    checkpoint = Checkpoint(path, *_layout(path))
+    checkpoint.source = source
+    return checkpoint

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.checkpoint.dtypes import DTYPES
+from audit.checkpoint.dtypes import DTYPES, ITEMSIZE
 from audit.errors import InputError
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
@@ -149,7 +149,7 @@ class SafetensorsFile:
         ):
             raise InputError(f"tensor '{name}': data_offsets {offsets!r} must be two integers 0 <= begin <= end")
         entry = TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
-        expected = entry.numel * DTYPES[dtype].itemsize
+        expected = entry.numel * ITEMSIZE[dtype]
         if entry.end - entry.begin != expected:
             raise InputError(
                 f"tensor '{name}': dtype {dtype} with shape {list(shape)} needs {expected} bytes "

@@ -16,10 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Iterator
 
-import ml_dtypes
 import numpy as np
 
-from audit.checkpoint.dtypes import is_float, numpy_dtype
+from audit.checkpoint.dtypes import ITEMSIZE, is_float
 from audit.checkpoint.safetensors_file import SafetensorsFile, TensorEntry
 from audit.errors import InputError, NonFiniteError
 from audit.parallel import fork_map
@@ -80,7 +79,7 @@ def narrow_sums(block: np.ndarray) -> tuple[float, float]:
     same on every run.  Overflow, NaN and Inf come back as non-finite sums.
     """
     flat = block.reshape(-1)
-    bf16 = flat.dtype == np.dtype(ml_dtypes.bfloat16)
+    bf16 = flat.dtype.name == "bfloat16"  # by name: ml_dtypes is imported only by whoever made the array
     buffer = np.empty(_rows_for(min(flat.size, NARROW_CHUNK)) * NARROW_ROW, dtype=np.float32)
     partials = np.empty((2, _rows_for(flat.size)), dtype=np.float32)  # NARROW_CHUNK is a multiple of NARROW_ROW
     used = 0
@@ -219,7 +218,7 @@ class TensorView:
     @property
     def nbytes(self) -> int:
         """Bytes of storage this view reads."""
-        return self.numel * numpy_dtype(self.source.dtype).itemsize
+        return self.numel * ITEMSIZE[self.source.dtype]
 
     def _base_rows(self, start: int, stop: int) -> np.ndarray:
         """Canonical rows ``start:stop`` of the whole stored tensor, stored dtype."""
@@ -239,7 +238,7 @@ class TensorView:
         if not self._base_shape:
             yield np.array(self.source.raw(), dtype=dtype).reshape(())
             return
-        row_bytes = math.prod(self._base_shape[1:]) * numpy_dtype(self.source.dtype).itemsize
+        row_bytes = math.prod(self._base_shape[1:]) * ITEMSIZE[self.source.dtype]
         for start, stop in self._segments(max_elements):
             block = np.array(self._base_rows(start, stop), dtype=dtype)  # a copy: the pages can go
             if not self.transposed:
@@ -253,7 +252,7 @@ class TensorView:
         if not self._base_shape or self.transposed:
             yield from self.blocks(None, max_elements)
             return
-        row_bytes = math.prod(self._base_shape[1:]) * numpy_dtype(self.source.dtype).itemsize
+        row_bytes = math.prod(self._base_shape[1:]) * ITEMSIZE[self.source.dtype]
         for start, stop in self._segments(max_elements):
             yield self._base_rows(start, stop)
             self.source.file.release(self.source.entry, start * row_bytes, stop * row_bytes)

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from audit.atomic import write_atomic
 from audit.errors import InputError
@@ -111,8 +111,3 @@ def make_plan(*, methods: Sequence[str], alpha: float, seed: int, population: st
     moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
     return Plan(tuple(dict.fromkeys(methods)), float(alpha), int(seed), population, population_name,
                 rule or ComparabilityRule(), moment.isoformat().replace("+00:00", "Z"))
-
-
-def plan_summary(plan: Plan) -> Mapping[str, Any]:
-    """What the results document and report show of the plan."""
-    return {**plan.document(), "sha256": plan.digest}

@@ -16,9 +16,11 @@ of that shape, arrays only):
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from audit.errors import InputError
 from audit.methods.attn_std import AttnStd, AttnStdDetrended
-from audit.methods.base import Fingerprint, Inapplicable, Method, Model
+from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
 from audit.methods.neuron_match import NeuronMatch
 from audit.methods.norm import Norm
 from audit.methods.pcs import Pcs
@@ -41,4 +43,10 @@ def get_method(name: str, **params: object) -> Method:
         raise InputError(f"method '{name}': bad parameters {params} ({exc})") from None
 
 
-__all__ = ["REGISTRY", "Fingerprint", "Inapplicable", "Method", "Model", "get_method"]
+def tunable(names: Sequence[str] | None, **values: object) -> dict[str, dict[str, object]]:
+    """Overrides for the methods among ``names`` (default: all) that declare the parameters in ``values`` tunable."""
+    chosen = [REGISTRY[name] for name in names or REGISTRY if name in REGISTRY]
+    return {cls.name: found for cls in chosen if (found := {k: v for k, v in values.items() if k in cls.tunable})}
+
+
+__all__ = ["REGISTRY", "Figure", "Fingerprint", "Inapplicable", "Method", "Model", "get_method", "tunable"]

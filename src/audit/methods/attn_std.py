@@ -19,11 +19,12 @@ its layer-permutation test asks about layer-specific deviations only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 
 from audit.checkpoint import moments_of
-from audit.methods.base import Fingerprint, Inapplicable, Model
+from audit.methods.base import Figure, Fingerprint, Inapplicable, Model
 from audit.methods.common import DEFAULT_RESAMPLES, Pairing, PermutationMethod, unit_vectors
 from audit.roles import ATTENTION
 
@@ -55,6 +56,7 @@ class AttnStd(PermutationMethod):
     n_resamples: int = DEFAULT_RESAMPLES
 
     name = "attn-std"
+    population_heatmap = True
     explanation = (
         'This is the statistic from the public dispute. For every layer it measures how spread out the '
         "numbers in the four attention weight matrices are, and asks whether the two models' layer-by-layer "
@@ -98,6 +100,16 @@ class AttnStd(PermutationMethod):
         za, zb = self.profiles(a, b)
         return self._pairing(a, b, za / np.sqrt(za.shape[1]), zb / np.sqrt(zb.shape[1]))
 
+    def detail(self, details: Mapping[str, Any]) -> str | None:
+        return "r per projection: " + ", ".join(f"{p.removeprefix('attn.')} {r:.3f}" for p, r in details["per_projection"].items())
+
+    def figures(self, details: Mapping[str, Any]) -> list[Figure]:
+        projections = ("q", "k", "v", "o")
+        profiles = [{p: details["profiles"][model][i] for i, p in enumerate(projections)} for model in ("A", "B")]
+        return [Figure("layer_profiles", {"profiles_a": profiles[0], "profiles_b": profiles[1], "ylabel": "std of weights"},
+                       "Per-layer standard deviation of the q, k, v, o projections of both models (before z-scoring), "
+                       "over normalised depth.", per_model=True)]
+
     def _pairing(self, a: Fingerprint, b: Fingerprint, ua: np.ndarray, ub: np.ndarray) -> Pairing:
         """M from unit-length profile rows: r_p = <ua_p, ub_p>, statistic = mean over projections."""
         projections = a.meta["projections"]
@@ -131,6 +143,10 @@ class AttnStdDetrended(AttnStd):
               "exchangeable across layers, which trained models need not satisfy; its calibration must be shown "
               "on independent pairs")
     fingerprint_name = "attn-std"
+    population_heatmap = False  # the same profiles as attn-std: its heatmap and profile figure are not repeated
+
+    def figures(self, details: Mapping[str, Any]) -> list[Figure]:
+        return []
 
     def pairing(self, a: Fingerprint, b: Fingerprint) -> Pairing:
         za, zb = self.profiles(a, b)

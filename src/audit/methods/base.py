@@ -122,6 +122,19 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
     return array.astype(array.dtype.newbyteorder("<")) if array.dtype.byteorder == ">" else array
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A figure a method asks the report for: a plot function of :mod:`audit.report.plots`, its data, a caption.
+
+    ``per_model``: the plot also takes the two models' labels (``label_a``, ``label_b``).
+    """
+
+    plot: str
+    data: Mapping[str, Any]
+    caption: str
+    per_model: bool = False
+
+
 class Inapplicable(Exception):
     """Raised by a method when a model or a pair is outside what it can compare; the message says why."""
 
@@ -143,6 +156,8 @@ class Method(ABC):
     explanation: ClassVar[str] = ""  # the method in plain words, for readers who are not specialists
     reads_embeddings: ClassVar[bool] = False  # evidence may come from untrained token rows (reported apart)
     correlation: ClassVar[bool] = True  # the statistic lies in [-1, 1]: Fisher z for its population tail
+    tunable: ClassVar[tuple[str, ...]] = ()  # parameters a user may change (`audit compare --budget`)
+    population_heatmap: ClassVar[bool] = False  # the report shows its similarity between every two baseline models
     fingerprint_name: ClassVar[str | None] = None  # share another method's fingerprint
     fingerprint_version: ClassVar[int] = 1
 
@@ -181,6 +196,14 @@ class Method(ABC):
     @abstractmethod
     def test(self, a: Fingerprint, b: Fingerprint, seed: int) -> TestResult:
         """Within-pair test of H0 (independent training); ``seed`` drives any resampling."""
+
+    def detail(self, details: Mapping[str, Any]) -> str | None:
+        """One line of what this method found beyond its statistic (``details`` of its result), or None."""
+        return None
+
+    def figures(self, details: Mapping[str, Any]) -> list[Figure]:
+        """The report's figures of this method's own result (population and calibration figures are generic)."""
+        return []
 
     def make(self, seed: int | None, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Fingerprint:
         """A fingerprint of this method's kind (helper for :meth:`extract`)."""

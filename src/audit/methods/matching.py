@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from audit.methods.base import Fingerprint, Inapplicable, Method
+from audit.methods.base import Figure, Fingerprint, Inapplicable, Method
 from audit.stats import PARAMETRIC, Null, TestResult, bonferroni_min_log10, fisher_log10, log10_factorial
 
 
@@ -63,6 +64,17 @@ class LayerMatchingMethod(Method):
     @abstractmethod
     def pvalue_model(self) -> str:
         """How a per-pair p-value is obtained (for the null's description)."""
+
+    def detail(self, details: Mapping[str, Any]) -> str | None:
+        """Which MoE blocks matched best, when layers have several block pairs."""
+        if not any(layer["pairs_compared"] > 1 for layer in details["layers"]):
+            return None
+        a, b = details["most_frequent_best_pair"]
+        return f"best-matching MLP blocks (most layers): A {a} ~ B {b}; Bonferroni over the pairs compared per layer"
+
+    def figures(self, details: Mapping[str, Any]) -> list[Figure]:
+        return [Figure("layer_evidence", {"log10_pvalues": [layer["log10_pvalue"] for layer in details["layers"]]},
+                       f"Per-layer evidence of {self.name}: -log10 of each layer's matching p-value.")]
 
     def statistic(self, a: Fingerprint, b: Fingerprint) -> float:
         return self.test(a, b, 0).statistic

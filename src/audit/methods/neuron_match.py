@@ -40,6 +40,7 @@ class NeuronMatch(LayerMatchingMethod):
     budget: int = 4 << 20
 
     name = "neuron-match"
+    tunable = ("budget",)
     explanation = (
         'Each layer of the feed-forward network has thousands of hidden units. This method pairs every unit '
         'of one model with its most similar unit of the other and asks whether the pairing is the identity '

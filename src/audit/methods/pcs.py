@@ -70,6 +70,7 @@ class Pcs(PermutationMethod):
     n_resamples: int = DEFAULT_RESAMPLES
 
     name = "pcs"
+    population_heatmap = True
     explanation = (
         'Compares the weight matrices of the two models directly, number by number at the same positions (a '
         'seeded sample of positions, the same for any model). Independently initialised models share no '

@@ -60,6 +60,7 @@ class RobustMatch(LayerMatchingMethod):
     budget: int = 8 << 20
 
     name = "robust-match"
+    tunable = ("budget",)
     reads_embeddings = True
     explanation = (
         "Like neuron-match, but immune to relabelling: it first lines up the two models' internal coordinates"

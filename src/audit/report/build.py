@@ -17,21 +17,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from audit.atomic import write_atomic
 from audit.auditor import Audit
+from audit.baselines import PairTable
 from audit.checkpoint import open_checkpoint
-from audit.compare import canonical
 from audit.errors import InputError
+from audit.format.json import audit_doc, canonical
 from audit.inspection import summarize
+from audit.methods import get_method
 from audit.report import plots
 from audit.report.render import MANIFEST_NAME, html_to_pdf, render_html
 from audit.roles import assign_roles
 from audit.signature import AuditorKey, sign_pdf
 
 VERSIONED = ("numpy", "scipy", "statsmodels", "matplotlib", "weasyprint", "pyhanko", "safetensors", "ml_dtypes")
-HEATMAP_METHODS = ("attn-std", "pcs")
 VERDICT_TEXT = {
     "derived": "A similarity this strong is very unlikely between independently trained models: the data are "
                "evidence that one model's weights derive from the other's, or that both derive from a common ancestor.",
@@ -50,7 +50,7 @@ def describe_inputs(audit: Audit) -> list[dict]:
     described = []
     for info in audit.comparison.models:
         with open_checkpoint(info.path) as checkpoint:
-            summary = summarize(checkpoint, assign_roles(checkpoint), hashes=False).to_dict()
+            summary = dataclasses.asdict(summarize(checkpoint, assign_roles(checkpoint), hashes=False))
             sizes = {str(f.path.relative_to(checkpoint.directory)): f.size for f in checkpoint.files}
             config = checkpoint.config or {}
         described.append({
@@ -58,8 +58,10 @@ def describe_inputs(audit: Audit) -> list[dict]:
             "path": info.path,
             "architecture": {k: summary[k] for k in ("family", "model_type", "depth", "hidden", "mlp_width", "vocab",
                                                      "heads", "kv_heads", "experts", "parameters", "dtypes")},
-            "files": [{"name": name, "bytes": sizes.get(name), "sha256": digest} for name, digest in sorted(info.files.items())],
+            "files": [{"name": name, "bytes": sizes.get(name), "sha256": digest, "hashed": info.hashed.get(name, "fresh")}
+                      for name, digest in sorted(info.files.items())],
             "config": config,
+            "hub": info.hub,
         })
     return described
 
@@ -86,7 +88,7 @@ def build_manifest(audit: Audit, key: AuditorKey, case_id: str, command: str, da
         "case": {"id": case_id, "date": (date or dt.datetime.now(dt.timezone.utc).date()).isoformat(), "command": command},
         "auditor": {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in dataclasses.asdict(info).items()},
         "versions": versions(),
-        "audit": audit.to_dict(),
+        "audit": audit_doc(audit),
         "inputs": describe_inputs(audit),
         "baseline_members": members,
         "baseline_pairs": _pair_tables(audit),
@@ -96,8 +98,8 @@ def build_manifest(audit: Audit, key: AuditorKey, case_id: str, command: str, da
 def _pair_tables(audit: Audit) -> dict:
     if audit.baseline is None:
         return {}
-    return {name: audit.baseline.pair_table(name).to_dict() for name in HEATMAP_METHODS
-            if any(e.outcome.method.name == name for e in audit.evidence)}
+    return {e.outcome.method.name: audit.baseline.pair_table(e.outcome.method.name).to_dict() for e in audit.evidence
+            if e.outcome.method.population_heatmap}
 
 
 def _config_differences(inputs: list[dict]) -> list[tuple[str, str, str]]:
@@ -120,24 +122,33 @@ def _input_rows(inputs: list[dict]) -> list[dict]:
                  else (f"{v:,}" if isinstance(v, int) and key == "parameters" else ("–" if v is None else str(v)))
                  for v in values]
         rows.append({"label": label, "a": shown[0], "b": shown[1], "css": ""})
+    hubs = [i.get("hub") for i in inputs]
+    if any(hubs):
+        for what, label, css in (("repo", "Hugging Face repository", "mono"), ("commit", "Commit", "mono"),
+                                 ("lfs", "LFS files", "")):
+            rows.append({"label": label, "a": _hub_cell(hubs[0], what), "b": _hub_cell(hubs[1], what), "css": css})
     return rows
+
+
+def _hub_cell(hub: Mapping[str, Any] | None, what: str) -> str:
+    """One cell of the inputs table for a model named by Hub id (an en dash for a local path)."""
+    if not hub:
+        return "–"
+    if what == "repo":
+        return f"{hub['repo_id']}@{hub['revision']}"
+    if what == "commit":
+        return hub["commit"]
+    text = f"{hub['lfs_verified']} of {hub['lfs_files']} match their SHA-256 blob id"
+    return text + (f"; DIFFERENT: {', '.join(hub['mismatched'])}" if hub["mismatched"] else "")
 
 
 def _figures(method: Mapping[str, Any], labels: tuple[str, str]) -> list[dict]:
     figures = []
-    details = method.get("details") or {}
     name = method["name"]
-    if name == "attn-std" and "profiles" in details:
-        projections = ("q", "k", "v", "o")
-        profile_a = {p: details["profiles"]["A"][i] for i, p in enumerate(projections)}
-        profile_b = {p: details["profiles"]["B"][i] for i, p in enumerate(projections)}
-        figures.append({"svg": plots.layer_profiles(profile_a, profile_b, labels[0], labels[1], "std of weights"),
-                        "caption": "Per-layer standard deviation of the q, k, v, o projections of both models "
-                                   "(before z-scoring), over normalised depth.", "css": ""})
-    layers = details.get("layers")
-    if isinstance(layers, list) and layers and "log10_pvalue" in layers[0]:
-        figures.append({"svg": plots.layer_evidence([l["log10_pvalue"] for l in layers]),
-                        "caption": f"Per-layer evidence of {name}: -log10 of each layer's matching p-value.", "css": ""})
+    if method.get("details"):
+        for figure in get_method(name).figures(method["details"]):
+            models = {"label_a": labels[0], "label_b": labels[1]} if figure.per_model else {}
+            figures.append({"svg": getattr(plots, figure.plot)(**figure.data, **models), "caption": figure.caption, "css": ""})
     population = method.get("population")
     if population:
         tail = population.get("tail")
@@ -155,12 +166,9 @@ def _figures(method: Mapping[str, Any], labels: tuple[str, str]) -> list[dict]:
 
 def _heatmaps(manifest: Mapping[str, Any]) -> list[dict]:
     members = [m["name"] for m in manifest["baseline_members"]]
-    index = {name: i for i, name in enumerate(members)}
     figures = []
     for method, table in manifest["baseline_pairs"].items():
-        matrix = np.full((len(members), len(members)), np.nan)
-        for (a, b), value in zip(table["pairs"], table["statistics"]):
-            matrix[index[a], index[b]] = matrix[index[b], index[a]] = value
+        matrix = PairTable.from_dict(method, table).matrix(members)
         figures.append({"svg": plots.similarity_heatmap(matrix, members, f"{method} between baseline models"),
                         "caption": f"{method} for every pair of baseline models (blank: not comparable, e.g. different depths)."})
     return figures
@@ -188,8 +196,9 @@ def _limitations(manifest: Mapping[str, Any]) -> list[str]:
     for m in doc["methods"]:
         if m.get("caveat") and m["applicable"]:
             items.append(f"{m['name']}: {m['caveat']}.")
+    body = [m["name"] for m in doc["methods"] if not m.get("reads_embeddings")]
     items.append("Methods that read embeddings can detect derivation through token rows that training never changed; "
-                 "the transformer-body methods (attn-std, norm, pcs, neuron-match) do not depend on them.")
+                 f"the transformer-body methods ({', '.join(body) or 'none in this audit'}) do not depend on them.")
     items.append("A p-value above alpha is not proof of independence: transformations a method does not survive "
                  "(stated in each section) hide a derivation from it.")
     return items
@@ -201,7 +210,7 @@ def render_report(manifest: Mapping[str, Any], manifest_bytes: bytes) -> bytes:
     labels = (f"A: {Path(doc['models'][0]['path']).name}", f"B: {Path(doc['models'][1]['path']).name}")
     methods = [dict(m, figures=_figures(m, labels), about=m.get("explanation", ""), reference=m.get("reference", ""),
                     population=m.get("population"), calibration=m.get("calibration"), comparability=m.get("comparability"),
-                    extra_statistics=", ".join(f"{k} {v:.3f}" for k, v in (m.get("details") or {}).get("per_projection", {}).items()))
+                    detail=m.get("detail") or "")
                for m in doc["methods"]]
     context = {
         "doc": doc,
@@ -226,14 +235,23 @@ def render_report(manifest: Mapping[str, Any], manifest_bytes: bytes) -> bytes:
 
 def write_report(
     audit: Audit,
-    key: AuditorKey,
     out: str | Path,
+    *,
+    key: AuditorKey,
     case_id: str,
     command: str,
     verify_command: str,
     timestamp_url: str | None = None,
 ) -> Path:
-    """Render, sign in memory and write ``out`` atomically (nothing is written on failure)."""
+    """Render, sign in memory and write ``out`` atomically (nothing is written on failure).
+
+    Every file hash must have been computed in this run: a signature vouches
+    for the bytes audited, which a cached digest (keyed by file metadata) cannot.
+    """
+    stale = [f"{m.label}/{name}" for m in audit.comparison.models for name, how in m.hashed.items() if how != "fresh"]
+    if stale:
+        raise InputError(f"a signed report hashes every file fresh, but {stale[0]} came from the hash cache; "
+                         "run the audit without a hash cache")
     manifest = build_manifest(audit, key, case_id, command)
     manifest["case"]["verify"] = verify_command
     manifest_bytes = (json.dumps(manifest, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()

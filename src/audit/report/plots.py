@@ -108,15 +108,13 @@ def null_histogram(
 
 
 @_styled
-def layer_evidence(log10_pvalues: Sequence[float], xlabel: str = "layer", floor: float | None = None) -> str:
+def layer_evidence(log10_pvalues: Sequence[float], xlabel: str = "layer") -> str:
     """Per-layer -log10 p (e.g. neuron matching), with the 1% line."""
     values = -np.asarray(log10_pvalues, dtype=float)
     fig, ax = _figure(height=2.2)
     ax.bar(np.arange(values.size), values, color=A_COLOUR, width=0.6)
     ax.set_xticks(np.arange(values.size))
     ax.axhline(2.0, color=MARK_COLOUR, lw=0.9, ls="--", label="p = 0.01")
-    if floor is not None:
-        ax.axhline(-floor, color=NULL_COLOUR, lw=0.9, ls=":", label="smallest attainable p")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("-log10 p")
     ax.set_ylim(0, max(values.max(), 2.0) * 1.25)

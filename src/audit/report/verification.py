@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from audit.auditor import run_audit
+from audit.evidence.plan import Plan
 from audit.baselines import Population
 from audit.checkpoint import open_checkpoint
-from audit.compare import canonical
 from audit.errors import AuditError
-from audit.evidence.plan import Plan
+from audit.format.json import audit_doc, canonical
 from audit.report.render import MANIFEST_NAME
 from audit.signature import Check, load_certificates, verify_report
 
@@ -89,9 +89,9 @@ def _recompute(manifest: dict, models: Sequence[str], baseline: str | None) -> l
     if check is not None and not check.ok:
         return [check]
     plan = Plan.from_document(doc["plan"], "the report's analysis plan") if doc.get("plan") else None
-    audit = run_audit(models[0], models[1], population, [m["name"] for m in doc["methods"]], doc["seed"], doc["alpha"],
-                      plan=plan)
-    found = differences(doc, canonical(audit.to_dict()))
+    audit = run_audit(models[0], models[1], baseline=population, methods=[m["name"] for m in doc["methods"]],
+                      seed=doc["seed"], alpha=doc["alpha"], plan=plan)
+    found = differences(doc, canonical(audit_doc(audit)))
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         return [*filter(None, [check]), Check("recompute", False, f"{len(found)} number(s) differ from the manifest: {shown}")]
@@ -100,6 +100,7 @@ def _recompute(manifest: dict, models: Sequence[str], baseline: str | None) -> l
 
 def verify_audit_report(
     pdf: str | Path,
+    *,
     trust: Sequence[str | Path] = (),
     models: Sequence[str] | None = None,
     recompute: bool = False,

@@ -38,12 +38,6 @@ class Null:
     monte_carlo_log10_pvalue: float | None = None
     bound_log10_pvalue: float | None = None
 
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "description": self.description, "size": self.size, "seed": self.seed,
-                "min_log10_pvalue": self.min_log10_pvalue, "bound": self.bound,
-                "monte_carlo_log10_pvalue": self.monte_carlo_log10_pvalue,
-                "bound_log10_pvalue": self.bound_log10_pvalue}
-
 
 @dataclass(frozen=True)
 class Tail:
@@ -51,9 +45,6 @@ class Tail:
 
     log10_pvalue: float
     description: str
-
-    def to_dict(self) -> dict:
-        return {"log10_pvalue": self.log10_pvalue, "description": self.description}
 
 
 @dataclass(frozen=True)
@@ -72,24 +63,3 @@ class TestResult:
     @property
     def pvalue(self) -> float:
         return 10.0 ** self.log10_pvalue
-
-    def to_dict(self) -> dict:
-        """JSON-ready; the null distribution is summarised, not listed."""
-        null = self.null.to_dict()
-        if self.null_distribution is not None and self.null_distribution.size:
-            values = np.asarray(self.null_distribution, dtype=np.float64)
-            null["summary"] = {
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-                "max": float(values.max()),
-                "quantiles": {q: float(np.quantile(values, float(q))) for q in ("0.5", "0.95", "0.99")},
-            }
-        return {
-            "statistic": self.statistic,
-            "pvalue": self.pvalue,
-            "log10_pvalue": self.log10_pvalue,
-            "null": null,
-            "tail": self.tail.to_dict() if self.tail else None,
-            "details": dict(self.details),
-        }
-

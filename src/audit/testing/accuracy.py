@@ -1,9 +1,6 @@
 """Accuracy of the methods on a labelled zoo: power, false positives, calibration.
 
-A labelled zoo is a folder with ``labels.json`` (one entry per model, with its
-parent and derivation) and ``pairs.json`` (a list of ``{"a", "b", "label":
-"derived"|"independent", "derivation", ...}``); models live in
-``models/NAME``.  For each method and each derivation type this computes the
+On a labelled zoo (:mod:`audit.zoo`), for each method and each derivation type this computes the
 AUC of -log10 p between derived and independent pairs (Mann-Whitney U), the
 true-positive rate at false-positive rates of 1% and 5% (thresholds taken on
 the independent pairs), the false-positive rate at alpha 0.01 and 0.05, and
@@ -12,53 +9,13 @@ a KS test of the independent pairs' p-values against uniform.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from audit.errors import InputError
-
-
-@dataclass(frozen=True)
-class LabelledPair:
-    a: str
-    b: str
-    label: str  # "derived" or "independent"
-    derivation: str | None
-    hard_negative: bool = False
-
-
-@dataclass(frozen=True)
-class Zoo:
-    root: Path
-    labels: dict
-    pairs: tuple[LabelledPair, ...]
-
-    def model_path(self, name: str) -> Path:
-        return self.root / "models" / name
-
-
-def load_zoo(root: str | Path) -> Zoo:
-    """Read a labelled zoo folder; :class:`InputError` if it is malformed."""
-    root = Path(root)
-    try:
-        labels = json.loads((root / "labels.json").read_text())
-        raw_pairs = json.loads((root / "pairs.json").read_text())
-    except OSError as exc:
-        raise InputError(f"{root}: not a labelled zoo ({exc.strerror}: {exc.filename})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{root}: labels.json or pairs.json is not valid JSON ({exc})") from None
-    models = labels.get("models", labels)
-    pairs = []
-    for item in raw_pairs:
-        if item.get("label") not in ("derived", "independent") or item.get("a") not in models or item.get("b") not in models:
-            raise InputError(f"{root}/pairs.json: bad pair {item!r} (labels must be derived/independent, models in labels.json)")
-        pairs.append(LabelledPair(item["a"], item["b"], item["label"], item.get("derivation"), bool(item.get("hard_negative"))))
-    return Zoo(root, models, tuple(pairs))
+from audit.zoo import LabelledPair
 
 
 @dataclass(frozen=True)

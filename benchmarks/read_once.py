@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Read each byte once: `audit compare --methods attn-std` against `cat` and against hashing alone.
+
+    .venv/bin/python benchmarks/read_once.py [--layers N] [--workdir DIR] [--repeat K] [--keep]
+
+Builds two independent synthetic bf16 checkpoints with Llama-2-7B's tensor
+shapes and sharding (4 GB shards), then, in one run and each command in a fresh
+process (start-up included):
+
+- warm: ``cat`` of every byte of both checkpoints (page cache warm) against
+  ``audit compare A B --methods attn-std --hash-cache`` with the hash cache
+  already filled (target: compare at least 2x faster than cat);
+- hash cache cold: ``audit compare A B --methods attn-std`` (every file
+  hashed, on background threads, while attn-std reads its tensors) against a
+  parallel SHA-256 of the same files alone (``hashlib`` threads, one per file
+  up to the cores; target: at most 1.2x), with the page cache warm and, again,
+  cold (files dropped from it with posix_fadvise(DONTNEED));
+- for reference, ``sha256sum`` over the files with ``xargs -P cores`` and
+  ``audit --help`` (start-up alone).
+
+Figures are medians of ``--repeat`` runs.  The checkpoints are deleted
+afterwards unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from audit.testing.synth import Dims, make_checkpoint
+
+LLAMA_2_7B = Dims(layers=32, hidden=4096, mlp=11008, heads=32, kv_heads=32, vocab=32000)
+SHARD_BYTES = 4_000_000_000
+HASH_ALONE = ("import sys; from pathlib import Path; from audit.checkpoint.hashing import hash_files; "
+              "hash_files([Path(p) for p in sys.argv[1:]])")
+
+
+def drop_cache(paths: list[Path]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def timed(command: list[str], env: dict, before=None) -> float:
+    if before is not None:
+        before()
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} ... failed: {done.stderr.strip()[-500:]}")
+    return seconds
+
+
+def median(command: list[str], env: dict, repeat: int, before=None) -> float:
+    return statistics.median(timed(command, env, before) for _ in range(repeat))
+
+
+def build(workdir: Path, dims: Dims) -> tuple[Path, Path]:
+    pair = []
+    for name, seed in (("A", 1), ("B", 2)):
+        path = workdir / name
+        if not (path / "config.json").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            start = time.perf_counter()
+            make_checkpoint(path, "llama", dims, dtype="BF16", seed=seed, shard_bytes=SHARD_BYTES,
+                            keep_reference=False, tokenizer=True)
+            print(f"built {path} in {time.perf_counter() - start:.0f} s", flush=True)
+        pair.append(path)
+    old = time.time() - 600  # as for any file not written this minute (the cache skips "racy" fresh files)
+    for path in pair:
+        for file in path.iterdir():
+            os.utime(file, (old, old))
+    return pair[0], pair[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=12, help="layers of Llama-2-7B's 32 to build (default 12)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/audit-read-once"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the checkpoints for the next run")
+    args = parser.parse_args(argv)
+    dims = Dims(**{**LLAMA_2_7B.__dict__, "layers": args.layers})
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        a, b = build(args.workdir, dims)
+        files = sorted(p for m in (a, b) for p in m.iterdir() if p.is_file())
+        weights = [p for p in files if p.suffix == ".safetensors"]
+        total = sum(p.stat().st_size for p in files)
+        cores = os.cpu_count() or 1
+        env = {**os.environ, "XDG_CACHE_HOME": str(args.workdir / "cache")}
+        env.pop("AUDIT_HASH_CACHE", None)
+        shutil.rmtree(args.workdir / "cache", ignore_errors=True)
+        audit = [sys.executable, "-m", "audit.cli"]
+        compare = [*audit, "compare", str(a), str(b), "--methods", "attn-std"]
+        print(f"{args.layers} of 32 Llama-2-7B layers: {len(files)} files, {total / 1e9:.2f} GB in all; {cores} cores", flush=True)
+
+        subprocess.run(["cat", *map(str, files)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+        row = {"layers": args.layers, "files": len(files), "bytes": total, "cores": cores, "repeat": args.repeat}
+        row["startup_help_s"] = median([*audit, "--help"], env, args.repeat)
+        row["cat_warm_s"] = median(["cat", *map(str, files)], env, args.repeat)
+        row["hash_alone_warm_s"] = median([sys.executable, "-c", HASH_ALONE, *map(str, files)], env, args.repeat)
+        row["sha256sum_parallel_warm_s"] = median(
+            ["sh", "-c", f"printf '%s\\0' \"$@\" | xargs -0 -P {cores} -n 1 sha256sum", "sh", *map(str, files)], env, args.repeat)
+        row["compare_cache_cold_warm_s"] = median(compare, env, args.repeat)
+        timed([*compare, "--hash-cache"], env)  # fills the hash cache
+        row["compare_cache_warm_s"] = median([*compare, "--hash-cache"], env, args.repeat)
+        evict = lambda: drop_cache(files)  # noqa: E731
+        row["hash_alone_cold_s"] = median([sys.executable, "-c", HASH_ALONE, *map(str, files)], env, args.repeat, evict)
+        row["compare_cache_cold_cold_s"] = median(compare, env, args.repeat, evict)
+        row["cat_cold_s"] = median(["cat", *map(str, files)], env, args.repeat, evict)
+
+        row["speedup_vs_cat_warm"] = row["cat_warm_s"] / row["compare_cache_warm_s"]
+        row["cost_vs_hash_alone_warm"] = row["compare_cache_cold_warm_s"] / row["hash_alone_warm_s"]
+        row["cost_vs_hash_alone_cold"] = row["compare_cache_cold_cold_s"] / row["hash_alone_cold_s"]
+        print(json.dumps(row, indent=1))
+        print(f"hash cache warm: compare {row['compare_cache_warm_s']:.2f} s vs cat {row['cat_warm_s']:.2f} s: "
+              f"{row['speedup_vs_cat_warm']:.2f}x faster (target >= 2x)")
+        print(f"hash cache cold, page cache warm: compare {row['compare_cache_cold_warm_s']:.2f} s vs parallel hash "
+              f"{row['hash_alone_warm_s']:.2f} s: {row['cost_vs_hash_alone_warm']:.2f}x (target <= 1.2x)")
+        print(f"hash cache cold, page cache cold: compare {row['compare_cache_cold_cold_s']:.2f} s vs parallel hash "
+              f"{row['hash_alone_cold_s']:.2f} s: {row['cost_vs_hash_alone_cold']:.2f}x (target <= 1.2x)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""GGUF files (llama.cpp's format, the usual way quantised models circulate), read with the ``gguf`` package.
+
+A GGUF file is presented to the rest of the tool as if it were the Hugging
+Face checkpoint it was converted from, so roles and methods need nothing new:
+
+- tensor names are mapped back (``blk.3.attn_q.weight`` ->
+  ``model.layers.3.self_attn.q_proj.weight``) for the families whose
+  llama.cpp names are listed in :data:`LAYER_NAMES`;
+- a ``config.json`` equivalent is built from the ``<arch>.*`` metadata
+  (depth, widths, head counts), and the vocabulary from ``tokenizer.ggml.*``;
+- F32, F16 and BF16 tensors are memory-mapped as stored; quantised tensors
+  (Q8_0, Q4_0, Q4_K, Q6_K and every other type the package knows) are
+  dequantised with ``gguf.quants.dequantize``, one tensor at a time;
+- llama.cpp's converter reorders the rows of q and k of Llama-architecture
+  models (its ``permute``, for the interleaved rotary layout); that is undone
+  here, so row ``i`` of q means what it means in the original checkpoint.
+
+Memory: a quantised or permuted tensor is held dequantised (float32) while a
+method reads it, the last one only; plain float tensors stay memory-mapped.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import struct
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.checkpoint.dtypes import DTYPES
+from audit.checkpoint.safetensors_file import TensorEntry
+from audit.checkpoint.vocabulary import Vocabulary, vocabulary_from_gguf
+from audit.errors import InputError
+
+MAGIC = b"GGUF"
+VERSIONS = (2, 3)
+
+# llama.cpp block tensor names -> Hugging Face Llama-style names (Llama, Mistral, Yi, Qwen2, Qwen3 share them).
+LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+# GGUF general.architecture -> (Hugging Face architectures entry, model_type)
+ARCHITECTURES = {
+    "llama": ("LlamaForCausalLM", "llama"),
+    "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+    "qwen3": ("Qwen3ForCausalLM", "qwen3"),
+}
+PERMUTED = {"llama"}  # architectures whose q/k rows llama.cpp's converter permutes
+PLAIN_TYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "F64": "F64"}  # GGML type -> dtype mapped as stored
+CONFIG_KEYS = {  # GGUF "<arch>.<key>" -> config.json key
+    "block_count": "num_hidden_layers",
+    "embedding_length": "hidden_size",
+    "feed_forward_length": "intermediate_size",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.key_length": "head_dim",
+    "context_length": "max_position_embeddings",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "rope.freq_base": "rope_theta",
+}
+
+
+def looks_like_gguf(path: Path) -> bool:
+    """Whether a file starts with the GGUF magic (whatever its name)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == MAGIC
+    except OSError:
+        return False
+
+
+def unpermute_rows(rows: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's ``permute(w, n_head)`` of q/k rows (within each head, halves were interleaved)."""
+    count = rows.shape[0]
+    if heads <= 0 or count % (2 * heads):
+        raise InputError(f"cannot undo llama.cpp's q/k permutation: {count} rows for {heads} heads")
+    return rows.reshape(heads, count // heads // 2, 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+
+
+_OPEN: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # parsed files, by identity, in this process
+
+
+def _identity(path: Path) -> tuple:
+    stat = os.stat(path)
+    return (os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def _reopen(path: Path) -> GGUFFile:
+    """The already parsed file if this process has it (forked workers inherit it), else a fresh parse."""
+    try:
+        found = _OPEN.get(_identity(path))
+    except OSError:
+        found = None
+    return found if found is not None else GGUFFile(path)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A GGUF tensor as stored: its llama.cpp name, GGML type, byte range and how to present it."""
+
+    gguf_name: str
+    ggml_type: str
+    offset: int
+    nbytes: int
+    heads: int | None  # undo the q/k permutation with this many heads
+
+
+def _header_counts(path: Path, size: int) -> None:
+    """Refuse what is not GGUF, or whose counts cannot fit in the file, before the package parses it."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(head) < 24 or head[:4] != MAGIC:
+        raise InputError(f"{path}: not a GGUF file (no GGUF magic and header)")
+    version, tensors, kvs = struct.unpack("<IQQ", head[4:24])
+    if version not in VERSIONS:
+        raise InputError(f"{path}: GGUF version {version} is not supported (only {', '.join(map(str, VERSIONS))})")
+    if tensors * 24 + kvs * 12 > size:  # every tensor info and key/value takes at least that many bytes
+        raise InputError(f"{path}: GGUF header claims {tensors} tensors and {kvs} metadata keys, more than the "
+                         f"{size}-byte file can hold (truncated or corrupted)")
+
+
+class GGUFFile:
+    """One GGUF file: validated metadata, tensors under Hugging Face names, a read-only memory map."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.size = self.path.stat().st_size
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+        _header_counts(self.path, self.size)
+        import gguf  # heavy; only for GGUF input
+
+        reader = None
+        try:
+            reader = gguf.GGUFReader(self.path, "r")
+            fields = {name: field.contents() for name, field in reader.fields.items()}
+            infos = [(t.name, t.tensor_type.name, [int(d) for d in t.shape], int(t.n_elements), int(t.n_bytes),
+                      int(t.data_offset)) for t in reader.tensors]
+        except InputError:
+            raise
+        except Exception as exc:  # the package raises whatever its parser meets on corrupt input
+            raise InputError(f"{self.path}: not a valid GGUF file, truncated or corrupted "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        finally:
+            del reader  # its own memory map; ours is opened lazily below
+        self.metadata: dict[str, Any] = fields
+        self.architecture = str(fields.get("general.architecture") or "")
+        if self.architecture not in ARCHITECTURES:
+            raise InputError(f"{self.path}: GGUF architecture '{self.architecture or '(none)'}' is not supported "
+                             f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+        self.config = self._config()
+        self.entries: dict[str, TensorEntry] = {}
+        self._stored: dict[str, _Stored] = {}
+        for name, ggml_type, ne, numel, nbytes, offset in infos:
+            self._add(name, ggml_type, ne, numel, nbytes, offset)
+        self.entries = dict(sorted(self.entries.items()))
+        self.tensor_types = {name: self._stored[name].ggml_type for name in self.entries}
+        self._mmap: mmap.mmap | None = None
+        self._held: tuple[str, np.ndarray] | None = None
+        _OPEN[_identity(self.path)] = self
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its path: a worker reuses the parsed file it inherited (fork), else reopens it."""
+        return (_reopen, (self.path,))
+
+    def _meta(self, key: str) -> Any:
+        return self.metadata.get(f"{self.architecture}.{key}")
+
+    def _config(self) -> dict:
+        architecture, model_type = ARCHITECTURES[self.architecture]
+        config: dict[str, Any] = {"architectures": [architecture], "model_type": model_type,
+                                  "source_format": "gguf"}
+        for key, name in CONFIG_KEYS.items():
+            value = self._meta(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                config[name] = value
+        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, list):
+            config["vocab_size"] = len(tokens)
+        return config
+
+    def _add(self, name: str, ggml_type: str, ne: list[int], numel: int, nbytes: int, offset: int) -> None:
+        if offset < 0 or nbytes < 0 or offset + nbytes > self.size:
+            raise InputError(f"{self.path}: tensor '{name}' lies outside the file (bytes {offset}..{offset + nbytes} "
+                             f"of {self.size}; truncated?)")
+        if any(d <= 0 for d in ne) or math.prod(ne) != numel:
+            raise InputError(f"{self.path}: tensor '{name}' has an impossible shape {ne}")
+        shape = tuple(reversed(ne))  # GGUF lists the fastest-varying dimension first
+        hf_name, heads = self._hf_name(name)
+        if hf_name in self.entries:
+            raise InputError(f"{self.path}: two tensors map to '{hf_name}'")
+        dtype = PLAIN_TYPES.get(ggml_type, "F32")  # quantised tensors are read dequantised to float32
+        if ggml_type in PLAIN_TYPES and nbytes != numel * DTYPES[dtype].itemsize:
+            raise InputError(f"{self.path}: tensor '{name}' of type {ggml_type} has {nbytes} bytes for {numel} elements")
+        self.entries[hf_name] = TensorEntry(hf_name, dtype, shape, offset, offset + nbytes)
+        self._stored[hf_name] = _Stored(name, ggml_type, offset, nbytes, heads)
+
+    def _hf_name(self, name: str) -> tuple[str, int | None]:
+        """The Hugging Face name of a llama.cpp tensor, and the head count to unpermute it with (or None)."""
+        parts = name.split(".")
+        if parts[0] == "blk" and len(parts) >= 4 and parts[1].isdigit() and parts[2] in LAYER_NAMES:
+            base, suffix = parts[2], ".".join(parts[3:])
+            heads = None
+            if self.architecture in PERMUTED and base in ("attn_q", "attn_k"):
+                key = "attention.head_count" if base == "attn_q" else "attention.head_count_kv"
+                heads = self._meta(key) or self._meta("attention.head_count")
+                if not isinstance(heads, int) or heads <= 0:
+                    raise InputError(f"{self.path}: {self.architecture}.{key} is missing; cannot undo the q/k permutation")
+            return f"model.layers.{int(parts[1])}.{LAYER_NAMES[base]}.{suffix}", heads
+        if len(parts) >= 2 and parts[0] in GLOBAL_NAMES:
+            return f"{GLOBAL_NAMES[parts[0]]}.{'.'.join(parts[1:])}", None
+        return name, None  # kept under its own name (roles leave it unassigned)
+
+    @property
+    def vocabulary(self) -> Vocabulary | None:
+        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        if not isinstance(tokens, list):
+            return None
+        types = self.metadata.get("tokenizer.ggml.token_type")
+        model = self.metadata.get("tokenizer.ggml.model")
+        return vocabulary_from_gguf([str(t) for t in tokens], types if isinstance(types, list) else None,
+                                    str(model) if model is not None else None, self.path)
+
+    def _map(self) -> mmap.mmap:
+        if self._mmap is None:
+            try:
+                with open(self.path, "rb") as handle:
+                    self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            except OSError as exc:
+                raise InputError(f"{self.path}: cannot map: {exc.strerror or exc}") from None
+            if len(self._mmap) != self.size:
+                raise InputError(f"{self.path}: file changed size while open")
+        return self._mmap
+
+    def array(self, entry: TensorEntry) -> np.ndarray:
+        """The tensor in Hugging Face layout: a read-only map for plain floats, else dequantised float32."""
+        stored = self._stored[entry.name]
+        if stored.ggml_type in PLAIN_TYPES and stored.heads is None:
+            return np.frombuffer(self._map(), dtype=DTYPES[entry.dtype], count=entry.numel,
+                                 offset=stored.offset).reshape(entry.shape)
+        if self._held is not None and self._held[0] == entry.name:
+            return self._held[1]
+        values = self._decode(stored, entry)
+        values.flags.writeable = False
+        self._held = (entry.name, values)
+        return values
+
+    def _decode(self, stored: _Stored, entry: TensorEntry) -> np.ndarray:
+        from gguf import GGMLQuantizationType
+        from gguf.quants import dequantize
+
+        raw = np.frombuffer(self._map(), dtype=np.uint8, count=stored.nbytes, offset=stored.offset)
+        if stored.ggml_type in PLAIN_TYPES:
+            values = raw.view(DTYPES[entry.dtype]).reshape(entry.shape)
+        else:
+            try:
+                values = dequantize(raw.reshape(entry.shape[0] if len(entry.shape) > 1 else 1, -1),
+                                    GGMLQuantizationType[stored.ggml_type])
+                values = np.asarray(values, dtype=np.float32).reshape(entry.shape)
+            except (NotImplementedError, ValueError, KeyError) as exc:
+                raise InputError(f"{self.path}: cannot dequantise tensor '{stored.gguf_name}' of type "
+                                 f"{stored.ggml_type} ({type(exc).__name__}: {exc})") from None
+        if stored.heads is not None:
+            values = unpermute_rows(values, stored.heads)
+        return np.ascontiguousarray(values)
+
+    def release(self, entry: TensorEntry, first_byte: int = 0, last_byte: int | None = None) -> None:
+        """Drop this process's pages of a mapped tensor; a whole-tensor release drops a dequantised copy."""
+        stored = self._stored[entry.name]
+        if last_byte is None and self._held is not None and self._held[0] == entry.name:
+            self._held = None
+        if self._mmap is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        if stored.ggml_type in PLAIN_TYPES and stored.heads is None:  # byte offsets are the stored ones
+            start = stored.offset + first_byte
+            stop = stored.offset + (stored.nbytes if last_byte is None else min(last_byte, stored.nbytes))
+        else:  # a decoded copy was read: all its stored bytes are done with
+            start, stop = stored.offset, stored.offset + stored.nbytes
+        start -= start % mmap.PAGESIZE
+        if stop > start:
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+    def close(self) -> None:
+        self._held = None
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # views still alive; the map is released with them
+                pass
+            self._mmap = None
+
+    def __repr__(self) -> str:
+        return f"GGUFFile({os.fspath(self.path)!r}, architecture={self.architecture!r}, tensors={len(self.entries)})"

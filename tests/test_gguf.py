@@ -1,0 +1,147 @@
+"""GGUF input: llama.cpp names, q/k permutation undone, dequantised tensors, embedded vocabulary, bad files."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from audit import open_checkpoint
+from audit.auditor import run_audit
+from audit.checkpoint.gguf_file import unpermute_rows
+from audit.checkpoint.vocabulary import shared_tokens
+from audit.errors import InputError
+from audit.roles import assign_roles
+from audit.testing.gguf_export import permute, random_kquant_blocks, write_gguf
+from audit.testing.synth import Dims, make_checkpoint
+
+DIMS = Dims(layers=4, hidden=64, mlp=128, heads=4, kv_heads=2, vocab=40)
+# Largest |error| of a tensor relative to its largest |value|, per storage type (F32 must be exact).
+TOLERANCE = {"F32": 0.0, "F16": 1e-3, "BF16": 8e-3, "Q8_0": 1e-2, "Q4_0": 0.2}
+
+
+def hf(name: str) -> str:
+    """synth writes the head as model.lm_head; GGUF readers give the standard lm_head."""
+    return "lm_head.weight" if name == "model.lm_head.weight" else name
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("gguf") / "src", "llama", DIMS, seed=1, tokenizer=True).path
+
+
+def test_permutation_round_trip():
+    rows = np.arange(48 * 3, dtype=np.float32).reshape(48, 3)
+    for heads in (1, 2, 4, 6):
+        assert np.array_equal(unpermute_rows(permute(rows, heads), heads), rows)
+    assert not np.array_equal(permute(rows, 4), rows)
+    with pytest.raises(InputError, match="cannot undo"):
+        unpermute_rows(rows[:10], 4)
+
+
+@pytest.mark.parametrize("qtype", list(TOLERANCE))
+def test_gguf_reads_back_its_original(original, tmp_path, qtype):
+    path = write_gguf(original, tmp_path / f"m-{qtype}.gguf", qtype=qtype)
+    with open_checkpoint(original) as a, open_checkpoint(path) as g:
+        assert {hf(n) for n in a.tensors} == set(g.tensors)
+        for name, stored in a.tensors.items():
+            want, got = stored.view().read(), g.tensors[hf(name)].view().read()
+            assert got.shape == want.shape
+            assert np.abs(got - want).max() <= TOLERANCE[qtype if want.ndim == 2 else "F32"] * np.abs(want).max(), name
+        assert g.gguf.tensor_types["model.layers.0.self_attn.q_proj.weight"] == qtype
+        assert g.gguf.tensor_types["model.norm.weight"] == "F32"
+        roles = assign_roles(g)
+        assert (roles.family, roles.depth) == ("llama", DIMS.layers)
+        assert (roles.attention.heads, roles.attention.kv_heads) == (DIMS.heads, DIMS.kv_heads)
+        assert g.config["intermediate_size"] == DIMS.mlp and g.config["hidden_size"] == DIMS.hidden
+        assert g.vocabulary.kind == "gguf" and g.vocabulary.tokens == a.vocabulary.tokens
+        assert len(shared_tokens(a.vocabulary, g.vocabulary)) == DIMS.vocab
+        assert list(g.file_hashes()) == [path.name]  # self-contained: no side files read
+
+
+@pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_0"])
+def test_compare_calls_a_gguf_of_the_model_derived(original, tmp_path, qtype):
+    path = write_gguf(original, tmp_path / f"m-{qtype}.gguf", qtype=qtype)
+    audit = run_audit(original, path, methods=["attn-std", "norm", "pcs", "neuron-match"])
+    results = {o.method.name: o.result for o in audit.comparison.outcomes}
+    assert results["attn-std"].statistic > 0.99  # same profiles within the quantisation's error
+    assert results["norm"].statistic == pytest.approx(1.0, abs=1e-6)  # norm gains stay F32
+    assert results["pcs"].statistic > 0.99
+    assert results["neuron-match"].log10_pvalue < -100
+    assert audit.verdict.label == "derived"
+    other = make_checkpoint(tmp_path / "other", "llama", DIMS, seed=2, tokenizer=True).path
+    unrelated = run_audit(other, path, methods=["neuron-match"])
+    assert unrelated.verdict.label != "derived"
+
+
+@pytest.mark.parametrize("qtype,name", [("Q4_K", "model.layers.0.self_attn.q_proj.weight"),
+                                        ("Q6_K", "model.layers.1.self_attn.k_proj.weight"),
+                                        ("Q6_K", "model.layers.0.mlp.down_proj.weight")])
+def test_k_quants_dequantise_with_the_package_and_unpermute(tmp_path, qtype, name):
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    dims = Dims(layers=2, hidden=256, mlp=512, heads=4, kv_heads=2, vocab=40)
+    source = make_checkpoint(tmp_path / "src", "llama", dims, seed=3).path
+    with open_checkpoint(source) as checkpoint:
+        rows, cols = checkpoint.tensors[name].shape
+    blocks = random_kquant_blocks(rows, cols, qtype, seed=4)
+    path = write_gguf(source, tmp_path / "m.gguf", qtype="F16", raw={name: (blocks, qtype)})
+    expected = dequantize(blocks, GGMLQuantizationType[qtype]).reshape(rows, cols)
+    if "q_proj" in name:
+        expected = unpermute_rows(expected, dims.heads)
+    elif "k_proj" in name:
+        expected = unpermute_rows(expected, dims.kv_heads)
+    with open_checkpoint(path) as g:
+        assert g.gguf.tensor_types[name] == qtype
+        assert np.isfinite(expected).all() and np.abs(expected).max() > 0
+        assert np.array_equal(g.tensors[name].view().read(np.float32), expected)
+
+
+def _cut(data: bytes, keep: int) -> bytes:
+    return data[:keep]
+
+
+@pytest.fixture(scope="module")
+def good_gguf(original, tmp_path_factory):
+    return write_gguf(original, tmp_path_factory.mktemp("good") / "m.gguf", qtype="Q8_0").read_bytes()
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda good: _cut(good, len(good) - 100), "truncated or corrupted"),
+    (lambda good: _cut(good, 1500), "truncated or corrupted"),
+    (lambda good: b"GGUF" + b"\x07" * 100, "GGUF version"),
+    (lambda good: good[:4] + struct.pack("<IQQ", 3, 1 << 40, 1 << 40) + good[24:], "more than the"),
+    (lambda good: b"GGUF", "not a GGUF file"),
+])
+def test_bad_gguf_is_one_line_exit_2(good_gguf, tmp_path, run_cli, make, words):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(make(good_gguf))
+    code, out, err = run_cli("inspect", path)
+    assert code == 2 and words in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unsupported_architecture_and_ambiguous_folders(tmp_path, run_cli):
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
+    writer.add_tensor("token_embd.weight", np.ones((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    code, _, err = run_cli("inspect", tmp_path / "gpt2.gguf")
+    assert code == 2 and "GGUF architecture 'gpt2' is not supported" in err
+    (tmp_path / "other.gguf").write_bytes((tmp_path / "gpt2.gguf").read_bytes())
+    code, _, err = run_cli("inspect", tmp_path)
+    assert code == 2 and "holds 2 GGUF files" in err
+
+
+def test_inspect_a_gguf(original, tmp_path, run_cli):
+    path = write_gguf(original, tmp_path / "m.gguf", qtype="Q8_0")
+    code, out, err = run_cli("inspect", path)
+    assert code == 0, err
+    assert "llama" in out and f"{DIMS.vocab} tokens from {path} (gguf" in out
+    assert "Q8_0" in out
