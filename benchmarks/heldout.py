@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     models, infos, cache, comparisons = {}, {}, {}, {}
     for name, checkpoint in checkpoints.items():
         roles = assign_roles(checkpoint)
-        models[name] = Model(roles, checkpoint.vocab)
+        models[name] = Model(roles, checkpoint.vocab, checkpoint.vocabulary)
         hidden, vocab = shape_of(models[name])
         infos[name] = {"path": str(zoo.model_path(name)), "files": checkpoint.file_hashes(), "family": roles.family,
                        "depth": roles.depth, "hidden": hidden, "vocab": vocab}

@@ -92,7 +92,7 @@ def touched_ranges(path: Path, method: str, seed: int) -> list[tuple[Path, int, 
     os.environ["AUDIT_WORKERS"] = "1"  # no worker processes: they would map the files out of sight
     try:
         with open_checkpoint(path) as checkpoint:
-            get_method(method).extract(Model(assign_roles(checkpoint), checkpoint.vocab), seed)
+            get_method(method).extract(Model(assign_roles(checkpoint), checkpoint.vocab, checkpoint.vocabulary), seed)
     finally:
         SafetensorsFile.array = original
         del os.environ["AUDIT_WORKERS"]
@@ -103,7 +103,7 @@ def _extract_child(path: str, method: str, seed: int, queue) -> None:
     before = storage_read_bytes()
     start = time.perf_counter()
     with open_checkpoint(path) as checkpoint:
-        fingerprint = get_method(method).extract(Model(assign_roles(checkpoint), checkpoint.vocab), seed)
+        fingerprint = get_method(method).extract(Model(assign_roles(checkpoint), checkpoint.vocab, checkpoint.vocabulary), seed)
     seconds = time.perf_counter() - start
     queue.put({"seconds": seconds, "storage_bytes": storage_read_bytes() - before,  # reaped workers' reads included
                "peak_rss": peak_rss_bytes(), "fingerprint_bytes": fingerprint.nbytes,

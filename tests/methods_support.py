@@ -52,7 +52,7 @@ def derive(source: Path, target: Path, transform: Callable[[Tensors], Tensors]) 
 def load_model(path: Path) -> Model:
     """Roles and vocabulary; the checkpoint stays open for the test's lifetime (memory-mapped)."""
     checkpoint = open_checkpoint(path)
-    return Model(assign_roles(checkpoint), checkpoint.vocab)
+    return Model(assign_roles(checkpoint), checkpoint.vocab, checkpoint.vocabulary)
 
 
 def layer_tensors(tensors: Tensors) -> dict[int, dict[str, str]]:
@@ -115,7 +115,7 @@ def permute_residual(seed: int) -> Callable[[Tensors], Tensors]:
         out = {}
         for name, value in tensors.items():
             short = name.rsplit(".", 2)[-2]
-            if name in ("model.embed_tokens.weight", "lm_head.weight") or short in READS_RESIDUAL:
+            if name == "model.embed_tokens.weight" or name.endswith("lm_head.weight") or short in READS_RESIDUAL:
                 out[name] = value[:, perm] * signs
             elif short in WRITES_RESIDUAL:
                 out[name] = value[perm] * signs[:, None]
@@ -151,4 +151,77 @@ def upcycle(experts: int, noise: float, seed: int, dense_dims: Dims) -> Callable
 def mixtral_config(target: Path, experts: int) -> None:
     config = json.loads((target / "config.json").read_text())
     config |= {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": experts}
+    (target / "config.json").write_text(json.dumps(config))
+
+
+def disguise_units(seed: int) -> Callable[[Tensors], Tensors]:
+    """Per MLP: permute hidden units, rescale each unit's up row by c and its down column by 1/c, negate some
+    units (up and down together): function-preserving for a SwiGLU MLP."""
+    def apply(tensors: Tensors) -> Tensors:
+        rng, out = np.random.default_rng(seed), dict(tensors)
+        for layer, names in sorted(layer_tensors(tensors).items()):
+            gate, up, down = names["mlp.gate_proj"], names["mlp.up_proj"], names["mlp.down_proj"]
+            width = tensors[up].shape[0]
+            perm = rng.permutation(width)
+            scale = np.exp(rng.uniform(-1.0, 1.0, width)) * rng.choice([-1.0, 1.0], width)
+            out[gate] = tensors[gate][perm]
+            out[up] = tensors[up][perm] * scale[:, None]
+            out[down] = tensors[down][:, perm] / scale[None, :]
+        return out
+    return apply
+
+
+def permute_heads(seed: int, heads: int) -> Callable[[Tensors], Tensors]:
+    """Permute the attention heads of every layer (q, k, v rows by head, o columns): multi-head attention only."""
+    def apply(tensors: Tensors) -> Tensors:
+        rng, out = np.random.default_rng(seed), dict(tensors)
+        for layer, names in sorted(layer_tensors(tensors).items()):
+            dim = tensors[names["q_proj"]].shape[0] // heads
+            order = (rng.permutation(heads)[:, None] * dim + np.arange(dim)).ravel()
+            for role in ("q_proj", "k_proj", "v_proj"):
+                out[names[role]] = tensors[names[role]][order]
+            out[names["o_proj"]] = tensors[names["o_proj"]][:, order]
+        return out
+    return apply
+
+
+def fold_and_rotate(seed: int) -> Callable[[Tensors], Tensors]:
+    """SliceGPT-style: fold every RMSNorm gain into the matrices that read its output, then rotate the residual
+    basis by a random orthogonal Q (readers W -> W Q, writers W -> Q^T W, gains all 1): function-preserving."""
+    def apply(tensors: Tensors) -> Tensors:
+        width = tensors["model.embed_tokens.weight"].shape[1]
+        q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((width, width)))
+        out = dict(tensors)
+        for layer, names in sorted(layer_tensors(tensors).items()):
+            for norm, readers in (("input_layernorm", ("q_proj", "k_proj", "v_proj")),
+                                  ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"))):
+                gain = tensors[names[norm]]
+                for role in readers:
+                    out[names[role]] = tensors[names[role]] * gain[None, :] @ q
+                out[names[norm]] = np.ones_like(gain)
+            for role in ("o_proj", "mlp.down_proj"):
+                out[names[role]] = q.T @ tensors[names[role]]
+        head = next(name for name in tensors if name.endswith("lm_head.weight"))
+        out[head] = tensors[head] * tensors["model.norm.weight"][None, :] @ q
+        out["model.norm.weight"] = np.ones_like(tensors["model.norm.weight"])
+        out["model.embed_tokens.weight"] = tensors["model.embed_tokens.weight"] @ q
+        return out
+    return apply
+
+
+def relayer(order: list[int]) -> Callable[[Tensors], Tensors]:
+    """New layer k is old layer ``order[k]``: drop layers (pruning) or repeat them (duplication)."""
+    def apply(tensors: Tensors) -> Tensors:
+        out = {name: value for name, value in tensors.items() if not LAYER.match(name)}
+        layers = layer_tensors(tensors)
+        for new, old in enumerate(order):
+            for short, name in layers[old].items():
+                out[name.replace(f"model.layers.{old}.", f"model.layers.{new}.", 1)] = tensors[name]
+        return out
+    return apply
+
+
+def set_depth(target: Path, depth: int) -> None:
+    config = json.loads((target / "config.json").read_text())
+    config["num_hidden_layers"] = depth
     (target / "config.json").write_text(json.dumps(config))

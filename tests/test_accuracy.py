@@ -11,7 +11,7 @@ import pytest
 from audit.testing.accuracy import accuracy_rows, markdown_table, tpr_at_fpr
 from audit.zoo import LabelledPair, load_zoo
 from audit.errors import InputError
-from audit.testing.disguise_table import PairOutcome, disguise_markdown, disguise_rows
+from audit.testing.disguise_table import OTHER, PairOutcome, disguise_markdown, disguise_rows
 
 
 def test_tpr_at_fpr_counts_thresholds_on_negatives():
@@ -59,9 +59,14 @@ def test_disguise_rows_count_weakest_pair_and_false_positives():
         PairOutcome("independent", ("residual-permutation",), -2.5, "not-rejected"),
         PairOutcome("independent", ("residual-permutation",), -0.3, "derived"),
         PairOutcome("independent", (), None, "not-rejected"),
+        PairOutcome("derived", (), -9.0, "derived"),
+        PairOutcome("independent", ("drop-layers", "residual-permutation"), -2.1, "derived"),
+        PairOutcome("independent", ("rescale-qk",), -0.1, "not-rejected"),
     ]
     rows = {r.disguises: r for r in disguise_rows(outcomes, 0.01)}
-    assert list(rows) == [(), ("drop-layers",), ("residual-permutation",)]
+    assert list(rows) == [(), ("drop-layers",), ("residual-permutation",), OTHER]
+    other = rows[OTHER]
+    assert (other.derived, other.independent, other.false_positives, other.exact_below_alpha) == (0, 2, 1, 1)
     perm = rows["residual-permutation",]
     assert (perm.derived, perm.worst_exact_log10_p, perm.best_exact_log10_p, perm.called_derived) == (2, -7.5, -40.0, 2)
     assert (perm.independent, perm.false_positives, perm.exact_below_alpha) == (2, 1, 1)
@@ -70,7 +75,8 @@ def test_disguise_rows_count_weakest_pair_and_false_positives():
     table = disguise_markdown(list(rows.values()), 0.01)
     assert "| residual-permutation | 2 | 10^-7.5 (10^-40.0) | 2/2 | 2 | 1/2 | 1/2 |" in table
     assert "| drop-layers | 2 | 10^-3.0 (10^-3.0); none for 1 | 1/2 | 0 | – | – |" in table
-    assert "| none (plain derivations) | 0 | – | – | 1 | 0/1 | 0/1 |" in table
+    assert "| none (plain derivations) | 1 | 10^-9.0 (10^-9.0) | 1/1 | 1 | 0/1 | 0/1 |" in table
+    assert "| other combinations (independent pairs only) | 0 | – | – | 2 | 1/2 | 1/2 |" in table
 
 
 def test_load_zoo_reads_disguises(tmp_path):

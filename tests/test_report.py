@@ -146,7 +146,8 @@ def test_report_without_baseline_counts_exact_tests_only(world, tmp_path, run_cl
     doc = json.loads((tmp_path / "m.json").read_text())["audit"]
     assert "baseline" not in doc and doc["verdict"]["label"] == "derived"
     counted = {m["name"] for m in doc["methods"] if m["vote"]["counts"]}
-    assert counted == {"norm", "pcs", "neuron-match"}  # exact and calibrated; the others need a population
+    # exact and calibrated; the others need a population
+    assert counted == {"norm", "pcs", "neuron-match", "aligned-match", "layer-map"}
 
 
 def test_verify_recompute_refuses_another_population(signed, world, tmp_path, run_cli_module):

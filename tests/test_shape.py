@@ -60,7 +60,8 @@ def test_matching_methods_name_the_best_blocks_only_for_moe():
 def test_method_flags_the_report_reads():
     assert {name for name, cls in REGISTRY.items() if cls.population_heatmap} == {"attn-std", "pcs"}
     assert {name for name, cls in REGISTRY.items() if cls.reads_embeddings} == {"robust-match"}
-    assert {name for name, cls in REGISTRY.items() if cls.tunable} == {"neuron-match", "robust-match"}
+    assert {name for name, cls in REGISTRY.items() if cls.tunable} == {"neuron-match", "robust-match", "aligned-match",
+                                                                      "layer-map"}
 
 
 HEAVY = ("weasyprint", "pyhanko", "matplotlib", "statsmodels", "scipy.stats", "ml_dtypes", "tqdm")

@@ -131,7 +131,7 @@ def compare_against(
 
 
 def _model(checkpoint: Checkpoint) -> Model:
-    return Model(assign_roles(checkpoint), checkpoint.vocab)
+    return Model(assign_roles(checkpoint), checkpoint.vocab, checkpoint.vocabulary)
 
 
 def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) -> ModelInfo:

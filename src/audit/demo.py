@@ -12,15 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.zoo import load_zoo
 from audit.atomic import write_atomic
 from audit.auditor import run_audit, write_plan
 from audit.errors import InputError
 from audit.report.build import write_report
 from audit.resources import resource_dir
 from audit.signature import demo_key
+from audit.zoo import load_zoo
 
-DEMO_DERIVATION = "narrow-finetune"
+# A parent and its narrow fine-tune: a realistic, non-trivial case.  The wheel ships exactly these two
+# models of the zoo (pyproject.toml, [tool.hatch.build.targets.wheel.force-include]).
+DEMO_PAIR = ("b0", "b0-ft-narrow")
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,14 @@ class DemoResult:
 
 
 def demo_pair(zoo_root: Path) -> tuple[Path, Path]:
-    """The zoo's first parent/child pair derived by fine-tuning (a realistic, non-trivial case)."""
+    """The demo's two models, checked against the zoo's ground truth (pairs.json calls them derived)."""
     zoo = load_zoo(zoo_root)
-    for pair in zoo.pairs:
-        if pair.label == "derived" and pair.derivation == DEMO_DERIVATION:
-            return zoo.model_path(pair.a), zoo.model_path(pair.b)
-    raise InputError(f"{zoo_root}: no '{DEMO_DERIVATION}' pair in pairs.json")
+    if not any(pair.label == "derived" and {pair.a, pair.b} == set(DEMO_PAIR) for pair in zoo.pairs):
+        raise InputError(f"{zoo_root}: pairs.json does not list {DEMO_PAIR[0]} / {DEMO_PAIR[1]} as a derived pair")
+    paths = tuple(zoo.model_path(name) for name in DEMO_PAIR)
+    if missing := [str(path) for path in paths if not path.is_dir()]:
+        raise InputError(f"the demo's zoo models are missing: {', '.join(missing)}")
+    return paths
 
 
 def _shorter(path: Path) -> Path:

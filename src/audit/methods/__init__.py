@@ -19,15 +19,17 @@ from __future__ import annotations
 from typing import Sequence
 
 from audit.errors import InputError
+from audit.methods.aligned_match import AlignedMatch
 from audit.methods.attn_std import AttnStd, AttnStdDetrended
 from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
+from audit.methods.layer_map import LayerMap
 from audit.methods.neuron_match import NeuronMatch
 from audit.methods.norm import Norm
 from audit.methods.pcs import Pcs
 from audit.methods.robust_match import RobustMatch
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (AttnStd, AttnStdDetrended, Norm, Pcs, NeuronMatch, RobustMatch)
+    cls.name: cls for cls in (AttnStd, AttnStdDetrended, Norm, Pcs, NeuronMatch, RobustMatch, AlignedMatch, LayerMap)
 }
 
 

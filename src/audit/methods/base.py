@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from audit.atomic import write_atomic
+from audit.checkpoint.vocabulary import Vocabulary
 from audit.errors import InputError
 from audit.roles import RoleMap
 from audit.stats import TestResult
@@ -34,10 +35,16 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same content, sam
 
 @dataclass(frozen=True)
 class Model:
-    """What methods read from a checkpoint: its roles and, when shipped, its vocabulary."""
+    """What methods read from a checkpoint: its roles and, when shipped, its vocabulary.
+
+    ``vocab`` maps token strings to ids; ``vocabulary`` is the same tokenizer
+    read in full (decoded token texts), which aligning across different
+    tokenizers needs.
+    """
 
     roles: RoleMap
     vocab: Mapping[str, int] | None = None
+    vocabulary: Vocabulary | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,7 @@ class Method(ABC):
     explanation: ClassVar[str] = ""  # the method in plain words, for readers who are not specialists
     reads_embeddings: ClassVar[bool] = False  # evidence may come from untrained token rows (reported apart)
     correlation: ClassVar[bool] = True  # the statistic lies in [-1, 1]: Fisher z for its population tail
+    discrete: ClassVar[bool] = False  # exact null on few values: p-values are conservative, not uniform
     tunable: ClassVar[tuple[str, ...]] = ()  # parameters a user may change (`audit compare --budget`)
     population_heatmap: ClassVar[bool] = False  # the report shows its similarity between every two baseline models
     fingerprint_name: ClassVar[str | None] = None  # share another method's fingerprint

@@ -151,3 +151,29 @@ def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) ->
     ax.set_title(title)
     fig.colorbar(image, ax=ax, shrink=0.8)
     return _svg(fig)
+
+
+@_styled
+def layer_map(evidence: np.ndarray, layers_a: Sequence[int], layers_b: Sequence[int], path: Sequence[Sequence[int]],
+              label_a: str, label_b: str) -> str:
+    """Evidence (-log10 p) for every layer pair of A (rows) and B (columns), with the chosen monotone map marked."""
+    evidence = np.asarray(evidence, dtype=float)
+    height = min(5.0, 1.4 + 0.22 * len(layers_a))
+    width = min(6.2, 1.8 + 0.22 * len(layers_b))
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    image = ax.imshow(evidence, cmap="magma_r", interpolation="nearest", aspect="auto",
+                      vmin=0.0, vmax=max(2.0, float(np.nanmax(evidence)) if evidence.size else 2.0))
+    index_a = {int(v): i for i, v in enumerate(layers_a)}
+    index_b = {int(v): i for i, v in enumerate(layers_b)}
+    if path:
+        ys = [index_a[int(i)] for i, _ in path]
+        xs = [index_b[int(j)] for _, j in path]
+        ax.plot(xs, ys, color="#2a9d8f", lw=1.4, marker="s", markersize=5, markerfacecolor="none", label="layer map")
+        ax.legend(loc="upper right", fontsize=7, frameon=False)
+    step_a, step_b = max(1, len(layers_a) // 16), max(1, len(layers_b) // 16)
+    ax.set_yticks(range(0, len(layers_a), step_a), [str(v) for v in layers_a][::step_a])
+    ax.set_xticks(range(0, len(layers_b), step_b), [str(v) for v in layers_b][::step_b])
+    ax.set_ylabel(f"layer of {label_a}")
+    ax.set_xlabel(f"layer of {label_b}")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="-log10 p")
+    return _svg(fig)

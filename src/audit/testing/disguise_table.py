@@ -39,21 +39,29 @@ class DisguiseRow:
     exact_below_alpha: int  # independent pairs whose smallest exact p <= alpha (before any correction)
 
 
+OTHER = ("other combinations (independent pairs only)",)
+
+
 def disguise_rows(outcomes: Sequence[PairOutcome], alpha: float) -> list[DisguiseRow]:
-    """One row per disguise set that some derived or independent pair carries (undisguised pairs included)."""
-    groups = sorted({o.disguises for o in outcomes}, key=lambda d: (len(d), d))
+    """One row per disguise set that some derived pair carries (undisguised pairs included), then one
+    row for the independent pairs whose members' disguises combine to a set no derived pair has."""
+    groups = sorted({o.disguises for o in outcomes if o.label == "derived"}, key=lambda d: (len(d), d))
+    known = set(groups)
+    if any(o.disguises not in known for o in outcomes):
+        groups.append(OTHER)
     rows = []
     for group in groups:
-        derived = [o for o in outcomes if o.disguises == group and o.label == "derived"]
-        independent = [o for o in outcomes if o.disguises == group and o.label == "independent"]
+        members = [o for o in outcomes if (o.disguises == group or group == OTHER and o.disguises not in known)]
+        derived = [o for o in members if o.label == "derived"]
+        independent = [o for o in members if o.label == "independent"]
         exact = [o.exact_log10_p for o in derived]
-        known = [p for p in exact if p is not None]
+        have = [p for p in exact if p is not None]
         rows.append(DisguiseRow(
             disguises=group,
             derived=len(derived),
-            worst_exact_log10_p=max(known) if known else None,
-            best_exact_log10_p=min(known) if known else None,
-            without_exact=len(exact) - len(known),
+            worst_exact_log10_p=max(have) if have else None,
+            best_exact_log10_p=min(have) if have else None,
+            without_exact=len(exact) - len(have),
             called_derived=sum(o.verdict == "derived" for o in derived),
             independent=len(independent),
             false_positives=sum(o.verdict == "derived" for o in independent),
