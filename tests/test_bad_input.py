@@ -173,9 +173,9 @@ def case_unrecognised_architecture(tmp):
 
 
 def case_non_contiguous_layers(tmp):
-    names = {f"model.layers.{i}.self_attn.q_proj.weight": np.zeros((2, 2), np.float32) for i in (0, 2)}
+    names = {f"model.layers.{i}.self_attn.{p}_proj.weight": np.zeros((2, 2), np.float32) for i in (0, 2) for p in "qkvo"}
     save_file(names, tmp / "m.safetensors")
-    return tmp / "m.safetensors", "layer(s) [1]"
+    return tmp / "m.safetensors", "1 layer(s) have no recognised tensors, e.g. [1]"
 
 
 CASES = {name.removeprefix("case_"): fn for name, fn in dict(globals()).items() if name.startswith("case_")}

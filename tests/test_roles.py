@@ -216,9 +216,15 @@ def _locate(roles, name: str) -> set[str]:
 @pytest.mark.parametrize("family", REAL_NAMES)
 def test_real_checkpoint_names_map_to_roles(tmp_path, family, with_config):
     config, names = REAL_NAMES[family]
-    matrix = (4, 12) if family == "gpt2" else (12, 4)  # GPT-2's Conv1D stores [in, out]
-    vector = (".bias", ".beta", "norm.weight", ".gamma", "ln_1.weight", "ln_f.weight", "layernorm.weight")
-    tensors = {name: np.zeros((12,) if name.endswith(vector) else matrix, np.float32) for name in names}
+    vector = (".bias", ".beta", "norm.weight", ".gamma", "ln_1.weight", "ln_f.weight", "layernorm.weight", "LayerNorm.weight")
+
+    def shape(name: str, roles: str) -> tuple[int, ...]:  # hidden width 12; fused tensors stack their parts
+        rows = 12 * len(roles.split("|"))
+        if name.endswith(vector):
+            return (rows,)
+        return (12, rows) if family == "gpt2" else (rows, 12)  # GPT-2's Conv1D stores [in, out]
+
+    tensors = {name: np.zeros(shape(name, roles), np.float32) for name, roles in names.items()}
     save_file(tensors, tmp_path / "model.safetensors")
     if with_config:
         (tmp_path / "config.json").write_text(json.dumps(config))
@@ -262,8 +268,9 @@ def test_user_mapping_for_unknown_architecture(tmp_path, run_cli):
 
 def test_user_mapping_extends_a_builtin(tmp_path):
     built = make_checkpoint(tmp_path / "m", "llama", Dims(layers=2))
-    extra = {"model.layers.0.adapter.weight": np.zeros((4, 4), np.float32),
-             "model.layers.1.adapter.weight": np.zeros((4, 4), np.float32)}
+    router = (4, Dims(layers=2).hidden)  # [experts, hidden]: a router reads the residual stream
+    extra = {"model.layers.0.adapter.weight": np.zeros(router, np.float32),
+             "model.layers.1.adapter.weight": np.zeros(router, np.float32)}
     save_file(extra, built.path / "adapter.safetensors")
     (built.path / "model.safetensors").rename(built.path / "base.safetensors")
     mapping = {"family": "llama-with-router", "extends": "llama", "layer": {"moe.router": "layers.{layer}.adapter.weight"}}

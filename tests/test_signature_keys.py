@@ -60,7 +60,7 @@ def test_wrong_pkcs12_passphrase_is_one_line(made, passphrase):
 
 
 def test_unreadable_and_bogus_key_files_are_input_errors(tmp_path):
-    with pytest.raises(InputError, match="cannot read PKCS#12 file"):
+    with pytest.raises(InputError, match="cannot read PKCS#12: no such file"):
         load_pkcs12(tmp_path / "absent.p12", PASSPHRASE)
     bogus = write_atomic(tmp_path / "bogus.p12", b"not a pkcs12 file")
     with pytest.raises(InputError, match="not a PKCS#12 file"):

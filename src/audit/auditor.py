@@ -5,7 +5,6 @@ of a baseline population, and decide by the pre-registered plan.  ``audit compar
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from audit import DEFAULT_ALPHA
+from audit import DEFAULT_ALPHA, schema
 from audit.baselines import PairTable, Population
 from audit.checkpoint.hashing import HashCache
 from audit.compare import Comparison, MethodOutcome, ModelInfo, compare_against, compare_models, method_list
@@ -33,6 +32,7 @@ from audit.evidence import (
 from audit.evidence.calibration import GroupRate, held_out_groups, member_groups
 from audit.evidence.comparability import ComparabilityRule, Shape, apply_rule
 from audit.evidence.plan import Plan, make_plan
+from audit.files import LIMITS, is_regular, read_json_file
 from audit.methods import Method, get_method
 
 EXACT_SOURCE = "within-pair exact test"
@@ -245,15 +245,28 @@ def _transform(method: Method) -> str:
 
 
 def _power(base: Population | None, alpha: float, comparison: Comparison) -> dict[str, dict]:
-    """Held-out power of each method at ``alpha``, when the baseline ships it for the suspects' shapes."""
-    if base is None or not (base.root / "power.json").is_file():
+    """Held-out power of each method at ``alpha`` (rate, 95% interval, pairs), when the baseline ships it
+    for the suspects' shapes; nothing for other shapes."""
+    path = None if base is None else base.root / "power.json"
+    if path is None or not is_regular(path):
         return {}
-    data = json.loads((base.root / "power.json").read_text())
-    shapes = {tuple(s) for s in data.get("shapes", [])}
+    data = schema.obj(read_json_file(path, limit=LIMITS["config"], what="power table"), path, "power table")
+    shapes = set()
+    for i, shape in enumerate(data.get("shapes", [])):
+        if not isinstance(shape, list) or len(shape) != 2:
+            raise InputError(f"{path}: shapes[{i}] must be [depth, width]")
+        shapes.add((schema.integer(shape[0], path, f"shapes[{i}]"), schema.integer(shape[1], path, f"shapes[{i}]")))
     if not all((m.depth, m.hidden) in shapes for m in comparison.models):
         return {}  # measured on other shapes: not quoted
-    return {name: {k: rates[f"{alpha:g}"][k] for k in ("rate", "low", "high", "n")}
-            for name, rates in data.get("power", {}).items() if f"{alpha:g}" in rates}
+    key, found = f"{alpha:g}", {}
+    for name, by_alpha in schema.obj(data.get("power", {}), path, "power").items():
+        by_alpha = schema.obj(by_alpha, path, f"power.{name}")
+        if key in by_alpha:
+            entry = schema.obj(by_alpha[key], path, f"power.{name}.{key}")
+            found[name] = {k: schema.number(entry[k], path, f"power.{name}.{key}.{k}", low=0.0, high=1.0)
+                           for k in ("rate", "low", "high")}
+            found[name]["n"] = schema.integer(entry["n"], path, f"power.{name}.{key}.n")
+    return found
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ import json
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from audit import DEFAULT_ALPHA, __version__
-from audit.errors import AuditError
+from audit.errors import AuditError, ExitCode, InternalError, Interrupted
 
 # Every command imports what it needs inside its handler: `audit --help` and
 # `audit inspect` must not pay for weasyprint, pyhanko, matplotlib or statsmodels.
@@ -248,7 +249,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.message}")
     passed = all(check.ok for check in checks)
     print("verified: every check passed" if passed else "NOT verified")
-    return 0 if passed else 1
+    return ExitCode.OK if passed else ExitCode.NOT_VERIFIED
 
 
 def _hash_cache(args: argparse.Namespace):
@@ -281,6 +282,8 @@ def _command(commands, name: str, run, **kwargs) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audit", description="Statistical audit of model provenance.")
     parser.add_argument("--version", action="version", version=f"audit {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="on an error, show the original exception and its traceback (for bug reports)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = _command(commands, "inspect", _inspect, help="show a checkpoint's family, shapes, roles and file hashes")
@@ -398,20 +401,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; map every outcome to its exit status (see :class:`audit.errors.ExitCode`).
+
+    The user sees exactly one line on stderr for any failure, never a
+    traceback, and no warning before it; ``--verbose`` re-raises the original
+    exception (and lets warnings through) for a bug report.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv
-    try:
+    args.argv = [a for a in argv if a != "--verbose"]
+    if args.verbose:
         return args.run(args)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's overflow/invalid warnings: the checks that follow say it in one line
+            return args.run(args)
     except AuditError as exc:
-        print(f"audit: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        error = exc
     except KeyboardInterrupt:
-        print("audit: interrupted", file=sys.stderr)
-        return 130
+        error = Interrupted()
     except Exception as exc:  # a bug, but the user still gets one line
-        print(f"audit: internal error: {exc.__class__.__name__}: {exc} (please report)", file=sys.stderr)
-        return 1
+        error = InternalError(exc)
+    print(error.line(), file=sys.stderr)
+    return int(error.exit_code)
 
 
 if __name__ == "__main__":

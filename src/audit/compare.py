@@ -34,6 +34,7 @@ class ModelInfo:
     depth: int
     hashed: Mapping[str, str] = field(default_factory=dict)  # file -> "fresh" | "cache"
     hub: Mapping[str, Any] | None = None  # repository, commit and blob checks when named by Hub id
+    resolved: Mapping[str, str] = field(default_factory=dict)  # file -> the absolute path read, symlinks resolved
     hidden: int | None = None  # residual width, for the comparability rule
     vocab: int | None = None  # embedding rows
 
@@ -140,7 +141,8 @@ def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) ->
     hub = hub_record(checkpoint.source, files) if checkpoint.source is not None else None
     hidden, vocab = shape_of(model)
     return ModelInfo(label, str(path), files, model.roles.family, model.roles.depth,
-                     {n: h.source for n, h in hashes.items()}, hub, hidden, vocab)
+                     {n: h.source for n, h in hashes.items()}, hub,
+                     resolved=checkpoint.resolved_paths(), hidden=hidden, vocab=vocab)
 
 
 def shape_of(model: Model) -> tuple[int | None, int | None]:

@@ -23,6 +23,7 @@ class FileSummary:
     role: str
     bytes: int
     sha256: str | None
+    resolved: str  # the absolute path read, symlinks resolved (a Hub cache snapshot links into blobs/)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
     hidden = embed.shape[1] if embed is not None else _first_shape(roles, "attn.q", 1)
     floats = [t for t in checkpoint.tensors.values() if is_float(t.dtype)]
     digests = checkpoint.file_hashes() if hashes else {}
-    files = [FileSummary(name, f.role, f.size, digests.get(name))
+    files = [FileSummary(name, f.role, f.size, digests.get(name), str(f.resolved))
              for f in checkpoint.files for name in [str(f.path.relative_to(checkpoint.directory))]]
     return ModelSummary(
         path=str(checkpoint.path),

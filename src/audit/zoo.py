@@ -9,11 +9,12 @@ read any labelled zoo.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.errors import InputError
+from audit import schema
+from audit.errors import InputError, SchemaError, shown
+from audit.files import LIMITS, read_json_file
 
 
 @dataclass(frozen=True)
@@ -39,21 +40,21 @@ class Zoo:
 def load_zoo(root: str | Path) -> Zoo:
     """Read a labelled zoo folder; :class:`InputError` if it is malformed."""
     root = Path(root)
-    try:
-        labels = json.loads((root / "labels.json").read_text())
-        raw_pairs = json.loads((root / "pairs.json").read_text())
-    except OSError as exc:
-        raise InputError(f"{root}: not a labelled zoo ({exc.strerror}: {exc.filename})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{root}: labels.json or pairs.json is not valid JSON ({exc})") from None
-    models = labels.get("models", labels)
+    labels = schema.obj(read_json_file(root / "labels.json", limit=LIMITS["zoo"], what="zoo labels"), root / "labels.json",
+                        "labels.json")
+    raw_pairs = read_json_file(root / "pairs.json", limit=LIMITS["zoo"], what="zoo pairs")
+    if not isinstance(raw_pairs, list):
+        raise SchemaError(root / "pairs.json", "pairs.json", "a list of pairs")
+    models = schema.obj(labels.get("models", labels), root / "labels.json", "models")
     pairs = []
     for item in raw_pairs:
-        disguises = item.get("disguises") or []
-        if (item.get("label") not in ("derived", "independent") or item.get("a") not in models or item.get("b") not in models
+        disguises = (item.get("disguises") or []) if isinstance(item, dict) else None
+        if (not isinstance(item, dict) or item.get("label") not in ("derived", "independent")
+                or not isinstance(item.get("a"), str) or not isinstance(item.get("b"), str)
+                or item["a"] not in models or item["b"] not in models
                 or not isinstance(disguises, list) or not all(isinstance(d, str) for d in disguises)):
-            raise InputError(f"{root}/pairs.json: bad pair {item!r} (labels must be derived/independent, models in labels.json, "
-                             "disguises a list of names)")
+            raise InputError(f"{root}/pairs.json: bad pair {shown(repr(item), 200)} (labels must be derived/independent, "
+                             "models in labels.json, disguises a list of names)")
         pairs.append(LabelledPair(item["a"], item["b"], item["label"], item.get("derivation"), bool(item.get("hard_negative")),
                                   tuple(disguises)))
     return Zoo(root, models, tuple(pairs))

@@ -46,6 +46,7 @@ from audit.baselines.population import (
     population_digest,
 )
 from audit.errors import InputError
+from audit.files import open_regular, parse_json
 from audit.signature.keys import AuditorKey, CertificateInfo
 
 FORMAT = "audit-population-bundle"
@@ -139,7 +140,7 @@ def _statement(digest: str) -> bytes:
 def _read_archive(path: Path) -> dict[str, bytes]:
     """Every member of the archive, names checked and sizes bounded before reading."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_regular(path, what="bundle") as handle, zipfile.ZipFile(handle) as archive:
             entries = archive.infolist()
             names = [e.filename for e in entries]
             if len(set(names)) != len(names):
@@ -150,8 +151,6 @@ def _read_archive(path: Path) -> dict[str, bytes]:
             if sum(e.file_size for e in entries) > MAX_BYTES:
                 raise InputError(f"{path}: the bundle unpacks to more than {MAX_BYTES >> 30} GiB; refusing it")
             return {e.filename: archive.read(e) for e in entries}
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as exc:
         raise InputError(f"{path}: not a population bundle ({str(exc)[:80]})") from None
     except OSError as exc:
@@ -164,10 +163,7 @@ def _check(path: Path, files: dict[str, bytes],
     for required in (STATEMENT, store.MANIFEST):
         if required not in files:
             raise InputError(f"{path}: not a population bundle (no {required})")
-    try:
-        statement = json.loads(files[STATEMENT])
-    except (ValueError, RecursionError) as exc:
-        raise InputError(f"{path}: {STATEMENT} is not valid JSON ({str(exc)[:80]})") from None
+    statement = parse_json(files[STATEMENT], where=f"{path}:{STATEMENT}", what="bundle statement")
     if not isinstance(statement, dict) or statement.get("format") != FORMAT or statement.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: not an {FORMAT} v{FORMAT_VERSION} file")
     document, members = parse_manifest(files[store.MANIFEST], f"{path}:{store.MANIFEST}")

@@ -25,6 +25,7 @@ from audit.checkpoint import open_checkpoint
 from audit.checkpoint.hub import default_member_name
 from audit.checkpoint.hashing import listing_digest, tensor_content_digest
 from audit.errors import InputError
+from audit.files import LIMITS, check_name, parse_json, read_file, status
 from audit.inspection import summarize
 from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
 from audit.parallel import run_tasks
@@ -217,10 +218,7 @@ def parse_manifest(data: bytes, where: str, *, upgrade: bool = False) -> tuple[d
 
     ``upgrade``: read a v1 manifest as v2 (members without a content hash, no pairs digest).
     """
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, integers over 4,300 digits
-        raise InputError(f"{where}: unreadable population file ({str(exc)[:80]})") from None
+    document = parse_json(data, where=where, what="population file")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InputError(f"{where}: not an {FORMAT} file")
     if document.get("format_version") == 1 and upgrade:
@@ -293,8 +291,8 @@ class Population:
         ``recompute_pairs``: compute every pair from the fingerprints instead
         of reading the (checked) cache, as an independent verifier does.
         """
-        root = Path(root)
-        if not (root / store.MANIFEST).is_file():
+        root = check_name(root)
+        if status(root / store.MANIFEST, "population") is None:
             raise InputError(f"{root}: not a baseline population (no {store.MANIFEST}); create one with `audit baseline add`")
         with store.locked(root, write=False) as held:
             return cls._read(root, settle=held, recompute_pairs=recompute_pairs)
@@ -308,8 +306,8 @@ class Population:
         members (matched by their files), whose tensor content hash is then
         recorded; members without one are matched by their files only.
         """
-        root = Path(root)
-        if not (root / store.MANIFEST).is_file():
+        root = check_name(root)
+        if status(root / store.MANIFEST, "population") is None:
             raise InputError(f"{root}: not a baseline population (no {store.MANIFEST})")
         with store.locked(root, write=True):
             population = cls._read(root, settle=False, upgrade=True, recompute_pairs=True)
@@ -321,10 +319,7 @@ class Population:
     @classmethod
     def _read(cls, root: Path, *, settle: bool, recompute_pairs: bool = False, upgrade: bool = False) -> Population:
         path = root / store.MANIFEST
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        data = read_file(path, limit=LIMITS["population"], what="population")
         document, members = parse_manifest(data, str(path), upgrade=upgrade)
         pairs_digest = (document.get("pairs") or {}).get("sha256")
         if settle:
@@ -351,10 +346,7 @@ class Population:
     def _read_tables(self, data: bytes) -> dict[str, PairTable]:
         """The pairs cache, after its SHA-256 was checked: refused unless made for exactly this population."""
         where = str(self.root / store.PAIRS)
-        try:
-            document = json.loads(data)
-        except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, integers over 4,300 digits
-            raise InputError(f"{where}: unreadable ({str(exc)[:80]})") from None
+        document = parse_json(data, where=where, what="pairs cache")
         if not isinstance(document, dict) or document.get("population") != self.digest or not isinstance(document.get("methods"), dict):
             raise InputError(f"{where}: made for another population than the one {store.MANIFEST} describes; refusing it")
         versions = _current_versions()
@@ -367,8 +359,8 @@ class Population:
     @classmethod
     def open_or_create(cls, root: str | Path, *, name: str | None = None, seed: int = 0, description: str = "") -> Population:
         """The population at ``root``, or a new empty one (written at its first commit)."""
-        root = Path(root)
-        if (root / store.MANIFEST).exists():
+        root = check_name(root)
+        if status(root / store.MANIFEST, "population") is not None:
             return cls.open(root)
         if not 0 <= seed < 2**63:
             raise InputError(f"seed must be a whole number from 0 to 2^63 - 1, not {seed}")

@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 
 from audit.atomic import write_atomic
 from audit.errors import InputError
+from audit.files import LIMITS, read_file, status
 
 MANIFEST = "population.json"
 PAIRS = "pairs.json"
@@ -127,12 +128,9 @@ def _subfolders(path: Path) -> list[Path]:
 def read_checked(root: Path, relative: str, expected: str) -> bytes:
     """The bytes of a recorded file, refused (one line) when missing or not what the manifest recorded."""
     path = root / relative
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing, but {MANIFEST} records it; the population is incomplete") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if status(path, "population") is None:
+        raise InputError(f"{path}: missing, but {MANIFEST} records it; the population is incomplete")
+    data = read_file(path, limit=LIMITS["pairs" if relative == PAIRS else "fingerprint"], what="population")
     if sha256(data) != expected:
         raise InputError(f"{path}: SHA-256 differs from the one {MANIFEST} records; the file was changed or "
                          "corrupted (restore it, or rebuild the population)")

@@ -10,11 +10,13 @@ Pickled checkpoints are refused, never unpickled.
 
 from __future__ import annotations
 
-import json
+import os
+import stat
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from audit import schema
 from audit.checkpoint.hashing import FileHash, HashCache, HashJob
 from audit.checkpoint.gguf_file import GGUFFile, looks_like_gguf
 from audit.checkpoint.hub import HubSource, resolve_model
@@ -25,7 +27,8 @@ from audit.checkpoint.safetensors_file import (
 )
 from audit.checkpoint.tensor import StoredTensor
 from audit.checkpoint.vocabulary import Vocabulary, read_vocabulary_in
-from audit.errors import InputError
+from audit.errors import InputError, shown
+from audit.files import LIMITS, check_name, is_regular, read_json_file, require_regular, resolved, status
 
 INDEX_NAME = "model.safetensors.index.json"
 SIDE_FILES = {"config.json": "config", "tokenizer.json": "tokenizer", "tokenizer.model": "tokenizer"}
@@ -39,14 +42,10 @@ class InputFile:
     size: int
     role: str  # "weights", "index", "config", "tokenizer"
 
-
-def _read_json(path: Path, what: str) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: {what} is not valid JSON ({exc})") from None
+    @cached_property
+    def resolved(self) -> Path:
+        """The file actually read (symlinks resolved: a Hub cache snapshot links into ``blobs/``)."""
+        return resolved(self.path)
 
 
 class Checkpoint:
@@ -62,14 +61,15 @@ class Checkpoint:
         gguf = self._weight_files[0] if isinstance(self._weight_files[0], GGUFFile) else None
         self.gguf: GGUFFile | None = gguf  # a GGUF file is self-contained: config and vocabulary come from it
         self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
-        if index is None and path.is_file() and (self.directory / INDEX_NAME).is_file():
+        if index is None and not path.is_dir() and is_regular(self.directory / INDEX_NAME):
             self.warnings.append(f"{path.name} may be one shard of a sharded model; pass the directory to read all shards")
-        side = {} if gguf else {name: self.directory / name for name in SIDE_FILES if (self.directory / name).is_file()}
+        # Present side files are read, so one that is a FIFO, device or folder is refused, not skipped.
+        side = {} if gguf else {name: self.directory / name for name in SIDE_FILES if status(self.directory / name, name) is not None}
         self.config: dict | None = gguf.config if gguf else self._load_config(side.get("config.json"))
         self.files: tuple[InputFile, ...] = tuple(
             [InputFile(f.path, f.size, "weights") for f in self._weight_files]
-            + ([InputFile(index, index.stat().st_size, "index")] if index else [])
-            + [InputFile(p, p.stat().st_size, SIDE_FILES[name]) for name, p in side.items()]
+            + ([InputFile(index, require_regular(index, "index").st_size, "index")] if index else [])
+            + [InputFile(p, require_regular(p, name).st_size, SIDE_FILES[name]) for name, p in side.items()]
         )
 
     def _collect(self, index: Path | None, weight_map: dict) -> dict[str, StoredTensor]:
@@ -78,16 +78,16 @@ class Checkpoint:
             for name, entry in weights.entries.items():
                 if name in tensors:
                     raise InputError(
-                        f"duplicate tensor '{name}' in {tensors[name].file.path.name} and {weights.path.name}"
+                        f"duplicate tensor '{shown(name)}' in {tensors[name].file.path.name} and {weights.path.name}"
                     )
                 tensors[name] = StoredTensor(entry, weights)
         if index is not None:
             for name, shard in weight_map.items():
                 if name not in tensors or tensors[name].file.path.name != PurePosixPath(shard).name:
-                    raise InputError(f"{index.name} lists tensor '{name}' in {shard}, but {shard} does not contain it")
+                    raise InputError(f"{index.name} lists tensor '{shown(name)}' in {shown(shard)}, but {shown(shard)} does not contain it")
             extra = sorted(set(tensors) - set(weight_map))
             if extra:
-                self.warnings.append(f"{len(extra)} tensor(s) in the shards are not listed in {index.name}, e.g. '{extra[0]}'")
+                self.warnings.append(f"{len(extra)} tensor(s) in the shards are not listed in {index.name}, e.g. '{shown(extra[0])}'")
         if not tensors:
             raise InputError(f"{self.path}: the checkpoint holds no tensors")
         return dict(sorted(tensors.items()))
@@ -96,10 +96,7 @@ class Checkpoint:
     def _load_config(path: Path | None) -> dict | None:
         if path is None:
             return None
-        config = _read_json(path, "config.json")
-        if not isinstance(config, dict):
-            raise InputError(f"{path}: config.json is not a JSON object")
-        return config
+        return schema.config(read_json_file(path, limit=LIMITS["config"], what="config.json"), path)
 
     @cached_property
     def vocabulary(self) -> Vocabulary | None:
@@ -115,7 +112,7 @@ class Checkpoint:
         try:
             return self.tensors[name]
         except KeyError:
-            raise InputError(f"{self.path}: no tensor named '{name}'") from None
+            raise InputError(f"{self.path}: no tensor named '{shown(name)}'") from None
 
     def start_hashing(self, *, cache: HashCache | None = None) -> None:
         """Start hashing every file on background threads (once); reading tensors meanwhile is fine.
@@ -134,6 +131,10 @@ class Checkpoint:
     def file_hashes(self) -> dict[str, str]:
         """File name (relative to the checkpoint directory) -> SHA-256."""
         return {name: h.sha256 for name, h in self.hashes().items()}
+
+    def resolved_paths(self) -> dict[str, str]:
+        """File name (relative to the checkpoint directory) -> the absolute path actually read, symlinks resolved."""
+        return {str(f.path.relative_to(self.directory)): str(f.resolved) for f in self.files}
 
     @property
     def total_bytes(self) -> int:
@@ -161,18 +162,16 @@ def _refuse_if_pickled(path: Path) -> None:
 
 
 def _shards_from_index(index: Path) -> tuple[list[Path], Path, dict]:
-    data = _read_json(index, "shard index")
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise InputError(f"{index}: shard index has no weight_map")
+    weight_map = schema.weight_map(read_json_file(index, limit=LIMITS["index"], what="shard index"), index)
     shards = []
-    for shard in sorted(set(map(str, weight_map.values()))):
+    for shard in sorted(set(weight_map.values())):
         relative = PurePosixPath(shard)
         if relative.is_absolute() or ".." in relative.parts:
-            raise InputError(f"{index}: shard path '{shard}' leaves the checkpoint directory")
-        candidate = index.parent / relative
-        if not candidate.is_file():
-            raise InputError(f"{index.name} names shard '{shard}', which does not exist in {index.parent}")
+            raise InputError(f"{index}: shard path '{shown(shard)}' leaves the checkpoint directory")
+        candidate = check_name(index.parent / relative)
+        if status(candidate, "shard") is None:
+            raise InputError(f"{index.name} names shard '{shown(shard)}', which does not exist in {index.parent}")
+        require_regular(candidate, "shard")
         _refuse_if_pickled(candidate)
         shards.append(candidate)
     return shards, index, weight_map
@@ -182,22 +181,24 @@ def _is_gguf(path: Path) -> bool:
     return path.suffix.lower() == ".gguf" or looks_like_gguf(path)
 
 
-def _layout(path: Path) -> tuple[list[Path], Path | None, dict | None]:
+def _layout(path: Path, found: os.stat_result) -> tuple[list[Path], Path | None, dict | None]:
     """The weight files, the index and its weight map (if any) of a checkpoint path."""
-    if path.is_file():
+    if not stat.S_ISDIR(found.st_mode):
+        require_regular(path, "checkpoint")
         if path.name.endswith(".index.json"):
             return _shards_from_index(path)
         _refuse_if_pickled(path)
         return [path], None, None
     index = path / INDEX_NAME
-    if index.is_file():
+    if status(index, "shard index") is not None:
         return _shards_from_index(index)
-    if (path / "model.safetensors").is_file():
+    if status(path / "model.safetensors", "checkpoint") is not None:
+        require_regular(path / "model.safetensors", "checkpoint")
         return [path / "model.safetensors"], None, None
-    shards = sorted(p for p in path.glob("*.safetensors") if p.is_file())
+    shards = sorted(p for p in path.glob("*.safetensors") if is_regular(p))
     if shards:
         return shards, None, None
-    ggufs = sorted(p for p in path.glob("*.gguf") if p.is_file())
+    ggufs = sorted(p for p in path.glob("*.gguf") if is_regular(p))
     if len(ggufs) == 1:
         return ggufs, None, None
     if ggufs:
@@ -216,7 +217,10 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     found in the local Hub cache (a path that exists wins); the checkpoint's
     ``source`` then records the repository and commit.
     """
-    path, source = resolve_model(path)
-    checkpoint = Checkpoint(path, *_layout(path))
+    path, source = resolve_model(check_name(path))
+    found = status(path, "checkpoint")
+    if found is None:
+        raise InputError(f"{shown(path, 300)}: no such file or directory")
+    checkpoint = Checkpoint(path, *_layout(path, found))
     checkpoint.source = source
     return checkpoint

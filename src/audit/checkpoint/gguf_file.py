@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from audit.checkpoint.dtypes import DTYPES
-from audit.checkpoint.safetensors_file import TensorEntry
+from audit.checkpoint.safetensors_file import MAX_TENSORS, TensorEntry
 from audit.checkpoint.vocabulary import Vocabulary, vocabulary_from_gguf
 from audit.errors import InputError
+from audit.files import open_regular
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -79,9 +80,9 @@ CONFIG_KEYS = {  # GGUF "<arch>.<key>" -> config.json key
 def looks_like_gguf(path: Path) -> bool:
     """Whether a file starts with the GGUF magic (whatever its name)."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, what="GGUF") as handle:
             return handle.read(4) == MAGIC
-    except OSError:
+    except (OSError, InputError):
         return False
 
 
@@ -124,7 +125,7 @@ class _Stored:
 def _header_counts(path: Path, size: int) -> None:
     """Refuse what is not GGUF, or whose counts cannot fit in the file, before the package parses it."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, what="GGUF") as handle:
             head = handle.read(24)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
@@ -136,6 +137,8 @@ def _header_counts(path: Path, size: int) -> None:
     if tensors * 24 + kvs * 12 > size:  # every tensor info and key/value takes at least that many bytes
         raise InputError(f"{path}: GGUF header claims {tensors} tensors and {kvs} metadata keys, more than the "
                          f"{size}-byte file can hold (truncated or corrupted)")
+    if tensors > MAX_TENSORS:
+        raise InputError(f"{path}: GGUF header claims {tensors:,} tensors (limit {MAX_TENSORS:,} per file); corrupted or hostile")
 
 
 class GGUFFile:
@@ -218,7 +221,7 @@ class GGUFFile:
     def _hf_name(self, name: str) -> tuple[str, int | None]:
         """The Hugging Face name of a llama.cpp tensor, and the head count to unpermute it with (or None)."""
         parts = name.split(".")
-        if parts[0] == "blk" and len(parts) >= 4 and parts[1].isdigit() and parts[2] in LAYER_NAMES:
+        if parts[0] == "blk" and len(parts) >= 4 and parts[1].isdigit() and len(parts[1]) <= 9 and parts[2] in LAYER_NAMES:
             base, suffix = parts[2], ".".join(parts[3:])
             heads = None
             if self.architecture in PERMUTED and base in ("attn_q", "attn_k"):
@@ -244,7 +247,7 @@ class GGUFFile:
     def _map(self) -> mmap.mmap:
         if self._mmap is None:
             try:
-                with open(self.path, "rb") as handle:
+                with open_regular(self.path, what="GGUF") as handle:
                     self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             except OSError as exc:
                 raise InputError(f"{self.path}: cannot map: {exc.strerror or exc}") from None

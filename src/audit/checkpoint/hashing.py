@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from audit.errors import AuditError, InputError
+from audit.files import open_regular
 from audit.parallel import cores
 
 READ_CHUNK = 1 << 22  # 4 MiB per read: large enough that the GIL is rarely taken, small enough to stay in cache
@@ -114,7 +115,7 @@ def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
     buffer = bytearray(READ_CHUNK)
     view = memoryview(buffer)
     try:
-        with open(path, "rb", buffering=0) as handle:
+        with open_regular(path, what="input") as handle:
             while n := handle.readinto(buffer):
                 digest.update(view[:n])
                 if stop is not None and stop.is_set():

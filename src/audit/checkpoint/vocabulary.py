@@ -26,7 +26,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from audit.errors import InputError
+from audit.errors import InputError, shown
+from audit.files import LIMITS, read_file, read_json_file, status
 
 MAX_TOKENS = 1 << 24  # no real vocabulary comes near 16.7M tokens; an id beyond is corrupt input
 
@@ -162,7 +163,7 @@ def shared_tokens(a: Vocabulary, b: Vocabulary, *, limit_a: int | None = None, l
 
 def _check_id(token: object, i: object, path: Path) -> int:
     if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < MAX_TOKENS:
-        raise InputError(f"{path}: token {token!r} has id {i!r}, not an integer in [0, {MAX_TOKENS})")
+        raise InputError(f"{path}: token {shown(repr(token), 60)} has id {shown(repr(i), 40)}, not an integer in [0, {MAX_TOKENS})")
     return i
 
 
@@ -171,7 +172,7 @@ def _tokens_in_id_order(pairs: Iterable[tuple[str, object]], path: Path) -> list
     for token, i in pairs:
         i = _check_id(token, i, path)
         if i in assigned and assigned[i] != token:
-            raise InputError(f"{path}: id {i} is given to two tokens, {assigned[i]!r} and {token!r}")
+            raise InputError(f"{path}: id {i} is given to two tokens, {shown(repr(assigned[i]), 60)} and {shown(repr(token), 60)}")
         assigned[i] = token
     tokens: list[str | None] = [None] * (max(assigned) + 1 if assigned else 0)
     for i, token in assigned.items():
@@ -205,12 +206,7 @@ def _tokenizer_json_encoding(data: dict) -> str:
 
 def read_tokenizer_json(path: Path) -> Vocabulary:
     """``model.vocab`` (a mapping, or Unigram's ``[token, score]`` list) plus ``added_tokens``."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read tokenizer.json: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(f"{path}: tokenizer.json is not valid JSON ({exc})") from None
+    data = read_json_file(path, limit=LIMITS["tokenizer"], what="tokenizer.json")
     model = data.get("model") if isinstance(data, dict) else None
     vocab = model.get("vocab") if isinstance(model, dict) else None
     if isinstance(vocab, dict):
@@ -240,10 +236,9 @@ def read_sentencepiece(path: Path) -> Vocabulary:
     import sentencepiece  # heavy and only needed for this format
 
     processor = sentencepiece.SentencePieceProcessor()
+    data = read_file(path, limit=LIMITS["tokenizer"], what="SentencePiece model")
     try:
-        processor.LoadFromSerializedProto(Path(path).read_bytes())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read SentencePiece model: {exc.strerror or exc}") from None
+        processor.LoadFromSerializedProto(data)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise InputError(f"{path}: not a SentencePiece model ({str(exc).strip() or type(exc).__name__})") from None
     size = processor.get_piece_size()
@@ -276,8 +271,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 def read_vocabulary_in(directory: Path) -> Vocabulary | None:
     """The vocabulary shipped beside the weights in ``directory`` (tokenizer.json first), or None."""
     json_path, spm_path = (Path(directory) / name for name in TOKENIZER_FILES)
-    if json_path.is_file():
+    if status(json_path, "tokenizer.json") is not None:  # present: read, so a FIFO or folder is refused
         return read_tokenizer_json(json_path)
-    if spm_path.is_file():
+    if status(spm_path, "SentencePiece model") is not None:
         return read_sentencepiece(spm_path)
     return None

@@ -73,7 +73,7 @@ def model_doc(info) -> dict:
     """A :class:`~audit.compare.ModelInfo`."""
     return {"label": info.label, "path": info.path, "sha256": info.sha256, "files": dict(info.files),
             "hashed": {name: info.hashed.get(name, "fresh") for name in info.files},
-            "hub": info.hub,
+            "hub": info.hub, "resolved": dict(info.resolved),
             "family": info.family, "depth": info.depth, "hidden": info.hidden, "vocab": info.vocab}
 
 
@@ -118,6 +118,8 @@ def comparison_doc(comparison) -> dict:
                           "object's name is the SHA-256 the Hub publishes; a git blob's is git's SHA-1)",
             "models.hashed": "per file: 'fresh' (hashed in this run) or 'cache' (from the opt-in hash cache, "
                              "keyed by device, inode, size and modification time)",
+            "models.resolved": "per file: the absolute path read, symlinks resolved (a Hub cache snapshot links "
+                               "into blobs/); where the files are, so not compared by verify --recompute",
             "floats": f"rounded to {SIGNIFICANT_DIGITS} significant digits",
         },
         "models": [model_doc(m) for m in comparison.models],

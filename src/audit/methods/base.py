@@ -24,6 +24,7 @@ import numpy as np
 from audit.atomic import write_atomic
 from audit.checkpoint.vocabulary import Vocabulary
 from audit.errors import InputError
+from audit.files import LIMITS, parse_json, read_file
 from audit.roles import RoleMap
 from audit.stats import TestResult
 
@@ -97,7 +98,7 @@ class Fingerprint:
     def from_bytes(cls, data: bytes, source: str = "fingerprint") -> Fingerprint:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                header = json.loads(archive.read(_HEADER))
+                header = parse_json(archive.read(_HEADER), where=None, what="fingerprint header")
                 if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
                     raise ValueError(f"not an {FORMAT} version {FORMAT_VERSION} file")
                 arrays = {}
@@ -111,11 +112,7 @@ class Fingerprint:
 
     @classmethod
     def load(cls, path: str | Path) -> Fingerprint:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read fingerprint {path}: {exc.strerror or exc}") from None
-        return cls.from_bytes(data, str(path))
+        return cls.from_bytes(read_file(path, limit=LIMITS["fingerprint"], what="fingerprint"), str(path))
 
 
 def _put(archive: zipfile.ZipFile, name: str, data: bytes) -> None:

@@ -10,8 +10,9 @@ from types import MappingProxyType
 from typing import Mapping
 
 from audit.checkpoint import Checkpoint, TensorView
-from audit.errors import InputError
+from audit.errors import InputError, shown
 from audit.roles.families import BUILTINS
+from audit.roles.shapes import check_rank, check_widths, expected_rank
 from audit.roles.spec import AttentionShape, FamilySpec, Pattern, split_ranges
 
 
@@ -82,8 +83,10 @@ class _Matcher:
             return None
         index = int(found.lastgroup[1:])
         pattern = self.slots[index]
-        values = [int(found.group(g)) for g in self.groups[index]]
-        return pattern, dict(zip(pattern.placeholders, values))
+        digits = [found.group(g) for g in self.groups[index]]
+        if any(len(d) > 9 for d in digits):  # no model has a billion layers; int() of 10^7 digits would hang
+            raise InputError(f"tensor '{shown(name)}': a layer or expert number of {max(map(len, digits)):,} digits")
+        return pattern, dict(zip(pattern.placeholders, map(int, digits)))
 
 
 def _spec_for(checkpoint: Checkpoint, mapping: FamilySpec | Path | str | None) -> tuple[FamilySpec, str]:
@@ -107,7 +110,7 @@ def _spec_for(checkpoint: Checkpoint, mapping: FamilySpec | Path | str | None) -
     if best == 0:
         sample = next(iter(checkpoint.tensors))
         raise InputError(
-            f"{checkpoint.path}: unrecognised architecture (no known tensor names, e.g. '{sample}'); "
+            f"{checkpoint.path}: unrecognised architecture (no known tensor names, e.g. '{shown(sample)}'); "
             "supply a role mapping with --mapping FILE"
         )
     return spec, "names"
@@ -142,6 +145,11 @@ def assign_roles(checkpoint: Checkpoint, mapping: FamilySpec | Path | str | None
         if pattern.kind == "ignore":
             ignored.append(name)
             continue
+        if max(where.values(), default=0) >= len(checkpoint.tensors):  # before any per-layer allocation
+            raise InputError(f"tensor '{shown(name)}': layer or expert number {max(where.values())} is not below the "
+                             f"tensor count {len(checkpoint.tensors)} (layers and experts are numbered 0..N-1)")
+        for role in pattern.roles:
+            check_rank(name, stored.shape, expected_rank(pattern.kind, role), role)
         transposed = spec.layer_layout == "in_out" and pattern.kind != "global" and len(stored.shape) == 2
         base = TensorView(stored, transposed=transposed)
         if pattern.split:
@@ -157,13 +165,14 @@ def assign_roles(checkpoint: Checkpoint, mapping: FamilySpec | Path | str | None
             target = (layer_roles if pattern.kind == "layer" else shared)[where["layer"]]
         for role, view in zip(pattern.roles, views):
             if role in target:
-                raise InputError(f"tensors '{target[role].name}' and '{view.name}' both map to role '{role}'")
+                raise InputError(f"tensors '{shown(target[role].name)}' and '{shown(view.name)}' both map to role '{role}'")
             target[role] = view
 
     indices = sorted(set(layer_roles) | set(experts) | set(shared))
     missing = sorted(set(range(indices[-1] + 1)) - set(indices)) if indices else []
     if missing:
-        raise InputError(f"{checkpoint.path}: layer(s) {missing} have no recognised tensors (layers must be numbered 0..N-1)")
+        raise InputError(f"{checkpoint.path}: {len(missing)} layer(s) have no recognised tensors, e.g. {shown(missing[:5], 60)} "
+                         "(layers must be numbered 0..N-1)")
     layers = []
     for i in indices:
         expert_ids = sorted(experts.get(i, {}))
@@ -177,6 +186,7 @@ def assign_roles(checkpoint: Checkpoint, mapping: FamilySpec | Path | str | None
                 shared_expert=MappingProxyType(shared.get(i, {})),
             )
         )
+    check_widths([(l.index, l.roles, (*l.experts, l.shared_expert)) for l in layers], globals_)
     config = checkpoint.config or {}
     return RoleMap(
         family=spec.family,

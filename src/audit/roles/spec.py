@@ -25,12 +25,13 @@ interleaved), ``halves`` (gate and up concatenated, Phi-3).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit.errors import InputError
+from audit import schema
+from audit.errors import InputError, SchemaError, shown
+from audit.files import LIMITS, read_json_file
 from audit.roles.names import EXPERT_ROLES, GLOBAL_ROLES, LAYER_ROLES
 
 SPLITS = ("qkv", "qkv-per-head", "halves")
@@ -131,38 +132,35 @@ class FamilySpec:
     source: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, data: dict, builtins: dict[str, FamilySpec] | None = None) -> FamilySpec:
-        """Parse and validate a spec; ``extends`` starts from a built-in one."""
-        if not isinstance(data, dict) or not isinstance(data.get("family"), str):
-            raise InputError("mapping must be a JSON object with a string 'family'")
+    def from_dict(cls, data: object, builtins: dict[str, FamilySpec] | None = None, where: object = "mapping") -> FamilySpec:
+        """Parse and validate a spec, every section type-checked; ``extends`` starts from a built-in one."""
+        data = _checked_sections(data, where)
         if "extends" in data:
             base = (builtins or {}).get(data["extends"])
             if base is None:
-                raise InputError(f"mapping extends unknown family '{data['extends']}' (known: {', '.join(builtins or {})})")
+                raise InputError(f"mapping extends unknown family '{shown(data['extends'])}' (known: {', '.join(builtins or {})})")
             data = _merge(base.source, {k: v for k, v in data.items() if k != "extends"})
-        unknown = set(data) - {"family", "architectures", "model_types", "strip_prefixes", "layer_layout", "fused", "ignore", *_KINDS}
-        if unknown:
-            raise InputError(f"mapping '{data['family']}': unknown key(s) {sorted(unknown)}")
+        family = shown(data["family"])
         if data.get("layer_layout", "out_in") not in ("out_in", "in_out"):
-            raise InputError(f"mapping '{data['family']}': layer_layout must be 'out_in' or 'in_out'")
+            raise InputError(f"mapping '{family}': layer_layout must be 'out_in' or 'in_out'")
         patterns: list[Pattern] = []
         for kind, allowed in _KINDS.items():
             for role, templates in (data.get(kind) or {}).items():
                 if role not in allowed:
-                    raise InputError(f"mapping '{data['family']}': '{role}' is not a {kind} role (known: {sorted(allowed)})")
+                    raise InputError(f"mapping '{family}': '{shown(role)}' is not a {kind} role (known: {sorted(allowed)})")
                 for n, template in enumerate([templates] if isinstance(templates, str) else templates):
-                    patterns.append(_checked(Pattern(kind, template, (role,), alternate=n > 0), data["family"]))
+                    patterns.append(_checked(Pattern(kind, template, (role,), alternate=n > 0), family))
         for template, fused in (data.get("fused") or {}).items():
             into = tuple(fused.get("into", ()))
             if fused.get("split") not in SPLITS or len(into) != (2 if fused.get("split") == "halves" else 3):
-                raise InputError(f"mapping '{data['family']}': fused '{template}' needs split in {SPLITS} and matching 'into'")
+                raise InputError(f"mapping '{family}': fused '{shown(template)}' needs split in {SPLITS} and matching 'into'")
             bad = [r for r in into if r not in LAYER_ROLES]
             if bad:
-                raise InputError(f"mapping '{data['family']}': fused roles {bad} are not layer roles")
-            patterns.append(_checked(Pattern("layer", template, into, fused["split"]), data["family"]))
-        patterns += [_checked(Pattern("ignore", t, ()), data["family"]) for t in data.get("ignore") or ()]
+                raise InputError(f"mapping '{family}': fused roles {shown(bad)} are not layer roles")
+            patterns.append(_checked(Pattern("layer", template, into, fused["split"]), family))
+        patterns += [_checked(Pattern("ignore", t, ()), family) for t in data.get("ignore") or ()]
         if not any(p.kind in ("layer", "global") for p in patterns):
-            raise InputError(f"mapping '{data['family']}' maps no layer or global roles")
+            raise InputError(f"mapping '{family}' maps no layer or global roles")
         return cls(
             family=data["family"],
             patterns=tuple(patterns),
@@ -175,13 +173,7 @@ class FamilySpec:
 
     @classmethod
     def from_file(cls, path: Path, builtins: dict[str, FamilySpec] | None = None) -> FamilySpec:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read mapping: {exc.strerror or exc}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: mapping is not valid JSON ({exc})") from None
-        return cls.from_dict(data, builtins)
+        return cls.from_dict(read_json_file(path, limit=LIMITS["mapping"], what="mapping"), builtins, path)
 
     def strip(self, name: str) -> str:
         for prefix in self.strip_prefixes:
@@ -194,10 +186,45 @@ def _checked(pattern: Pattern, family: str) -> Pattern:
     needed = {"global": (), "layer": ("layer",), "shared_expert": ("layer",), "expert": ("layer", "expert")}
     if pattern.kind != "ignore" and tuple(sorted(pattern.placeholders)) != tuple(sorted(needed[pattern.kind])):
         raise InputError(
-            f"mapping '{family}': template '{pattern.template}' for {pattern.kind} roles must contain "
+            f"mapping '{family}': template '{shown(pattern.template)}' for {pattern.kind} roles must contain "
             + (" and ".join("{" + p + "}" for p in needed[pattern.kind]) or "no placeholder")
         )
     return pattern
+
+
+MAX_TEMPLATES = 2000  # all templates become one regex, matched against every tensor name
+_LISTS = ("architectures", "model_types", "strip_prefixes", "ignore")
+
+
+def _checked_sections(data: object, where: object) -> dict:
+    """A mapping document with every section of the right JSON type (one line naming the field otherwise)."""
+    data = dict(schema.obj(data, where, "mapping"))
+    unknown = set(data) - {"family", "extends", "layer_layout", "fused", *_LISTS, *_KINDS}
+    if unknown:
+        raise InputError(f"{shown(where, 300)}: unknown key(s) {shown(sorted(unknown), 120)} (known: family, extends, "
+                         f"layer_layout, fused, {', '.join((*_LISTS, *_KINDS))})")
+    schema.text(data.get("family"), where, "family", limit=200)
+    for key in ("extends", "layer_layout"):
+        schema.optional(schema.text, data.get(key), where, key, limit=200)
+    for key in _LISTS:
+        if data.get(key) is not None:
+            data[key] = schema.texts(data[key], where, key)  # one string means a list of one
+    count = 0
+    for kind in _KINDS:
+        for role, templates in (schema.optional(schema.obj, data.get(kind), where, kind) or {}).items():
+            found = schema.texts(templates, where, f"{kind}.{shown(role, 40)}")
+            if not found:
+                raise SchemaError(where, f"{kind}.{shown(role, 40)}", "a template or a non-empty list of templates")
+            count += len(found)
+    for template, fused in (schema.optional(schema.obj, data.get("fused"), where, "fused") or {}).items():
+        field = f"fused[{shown(template, 60)!r}]"
+        fused = schema.obj(fused, where, field)
+        schema.text(fused.get("split"), where, f"{field}.split", limit=40)
+        schema.texts(fused.get("into"), where, f"{field}.into")
+        count += 1
+    if count + len(data.get("ignore") or ()) > MAX_TEMPLATES:
+        raise SchemaError(where, "the mapping", f"at most {MAX_TEMPLATES} name templates in all")
+    return data
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -15,7 +15,6 @@ may vouch for the signer, and at which moment, is :mod:`audit.signature.trust`'s
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -32,6 +31,7 @@ from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko.sign.validation.status import PdfSignatureStatus, SignatureCoverageLevel
 
 from audit.errors import InputError
+from audit.files import LIMITS, parse_json, read_file
 from audit.signature.attachments import embedded_files
 from audit.signature.keys import CertificateInfo
 from audit.signature.trust import (
@@ -199,9 +199,9 @@ def verify_report(
         check = Check("manifest", False, f"{manifest_name} is not attached (attached: {attached})")
     else:
         try:
-            manifest = json.loads(raw)
-        except ValueError as exc:
-            check = Check("manifest", False, f"{manifest_name} is not valid JSON: {exc}")
+            manifest = parse_json(raw, where=manifest_name, what="manifest")
+        except InputError as exc:
+            check = Check("manifest", False, str(exc))
         else:
             if isinstance(manifest, dict):
                 where = " in the signed revision" if result.signer else ""
@@ -329,7 +329,4 @@ def _one_line(exc: BaseException) -> str:
 def _read(source: str | Path | bytes) -> bytes:
     if isinstance(source, bytes):
         return source
-    try:
-        return Path(source).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {source}: {exc.strerror or exc}") from exc
+    return read_file(source, limit=LIMITS["report"], what="report")
