@@ -65,7 +65,8 @@ def test_member_suspect_is_left_out_of_its_own_null_and_derivation_is_found(worl
     robust = by_name["robust-match"]["vote"]
     assert not robust["counts"] and robust["reason"].startswith("no comparable population")
     assert "robust-match" not in doc["verdict"]["deciding"]
-    assert set(doc["verdict"]["deciding"]) == {"norm", "pcs", "neuron-match"}
+    assert {"norm", "pcs", "neuron-match"} <= set(doc["verdict"]["deciding"])
+    assert all(by_name[m]["vote"]["source"] == "within-pair exact test" for m in doc["verdict"]["deciding"])
 
 
 def test_stranger_is_not_rejected(world, tmp_path):
