@@ -37,7 +37,8 @@ from audit.atomic import write_atomic
 from audit.auditor import EXACT_SOURCE, assess, population_calibration
 from audit.evidence.calibration import member_groups
 from audit.baselines import Population
-from audit.compare import Comparison, ModelInfo, run_method, shape_of
+from audit.compare import Comparison, ModelInfo, run_method
+from audit.inspection import architecture, summarize
 from audit.methods import REGISTRY, Model, get_method
 from audit.testing.disguise_table import PairOutcome, disguise_markdown, disguise_rows
 
@@ -74,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, checkpoint in checkpoints.items():
             roles = assign_roles(checkpoint)
             models[name] = Model(roles, checkpoint.vocab, checkpoint.vocabulary)
-            hidden, vocab = shape_of(models[name])
             infos[name] = {"path": str(zoo.model_path(name)), "files": checkpoint.file_hashes(), "family": roles.family,
-                           "depth": roles.depth, "hidden": hidden, "vocab": vocab}
+                           "depth": roles.depth, "architecture": architecture(summarize(checkpoint, roles, hashes=False))}
         methods = [get_method(name) for name in REGISTRY]
         cache: dict = {}
         scores: dict[str, list[float | None]] = {}

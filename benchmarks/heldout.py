@@ -43,7 +43,8 @@ from audit.atomic import write_atomic
 from audit.auditor import assess
 from audit.baselines import Population
 from audit.zoo import load_zoo
-from audit.compare import Comparison, ModelInfo, run_method, shape_of
+from audit.compare import Comparison, ModelInfo, run_method
+from audit.inspection import architecture, summarize
 from audit.methods import REGISTRY, Model, get_method
 
 ALPHAS = (0.01, 0.05)
@@ -101,9 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, checkpoint in checkpoints.items():
         roles = assign_roles(checkpoint)
         models[name] = Model(roles, checkpoint.vocab, checkpoint.vocabulary)
-        hidden, vocab = shape_of(models[name])
         infos[name] = {"path": str(zoo.model_path(name)), "files": checkpoint.file_hashes(), "family": roles.family,
-                       "depth": roles.depth, "hidden": hidden, "vocab": vocab}
+                       "depth": roles.depth, "architecture": architecture(summarize(checkpoint, roles, hashes=False))}
     for (a, b) in tested:  # each pair's tests once: they do not depend on the population
         outcomes = tuple(run_method(m, [(a, models[a]), (b, models[b])], SEED, cache) for m in methods)
         comparisons[a, b] = Comparison((ModelInfo("A", **infos[a]), ModelInfo("B", **infos[b])), SEED, outcomes)

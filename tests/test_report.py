@@ -184,3 +184,29 @@ def test_signed_report_refuses_an_analysis_off_its_plan(world, tmp_path, run_cli
     code, _, err = run_cli_module(env, *base, "--plan", plan)
     assert code == 2 and "edited" in err  # a plan is read only in the canonical form its hash was taken of
     assert not out.exists()
+def test_inputs_come_from_the_audit_record_not_from_reopening_the_models(tmp_path):
+    """The report describes the bytes the audit hashed: with the models gone afterwards, the inputs are intact."""
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    from audit.auditor import run_audit
+    from audit.report.build import describe_inputs
+    from audit.testing.synth import Dims, make_checkpoint
+
+    dims = Dims(layers=3, hidden=16, mlp=32, heads=2, kv_heads=1, vocab=30)
+    a = make_checkpoint(tmp_path / "a", "llama", dims, seed=1, tokenizer=True).path
+    b = make_checkpoint(tmp_path / "b", "llama", dims, seed=2).path
+    audit = run_audit(a, b, methods=["attn-std"])
+    sizes = {p.name: p.stat().st_size for p in a.iterdir()}
+    config = json.loads((a / "config.json").read_text())
+    tensors = load_file(a / "model.safetensors")
+    shutil.rmtree(a)
+    shutil.rmtree(b)
+    first, second = describe_inputs(audit)
+    assert {f["name"]: f["bytes"] for f in first["files"]} == sizes and len(second["files"]) == 2  # no tokenizer
+    assert first["config"] == config
+    assert first["architecture"] == {
+        "family": "llama", "model_type": config.get("model_type"), "depth": 3, "hidden": 16, "mlp_width": 32,
+        "vocab": 30, "heads": 2, "kv_heads": 1, "experts": 0, "parameters": sum(t.size for t in tensors.values()),
+        "dtypes": {"F32": len(tensors)}}

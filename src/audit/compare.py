@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from audit.checkpoint import Checkpoint, open_checkpoint
 from audit.checkpoint.hashing import HashCache, listing_digest
 from audit.checkpoint.hub import hub_record
+from audit.inspection import architecture, summarize
 from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
 from audit.parallel import progress
 from audit.roles import assign_roles
@@ -25,7 +26,9 @@ from audit.stats import TestResult, derive_seed
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Where a model came from: the path as given, the SHA-256 of every file and how each was obtained."""
+    """Where a model came from: the path as given, the SHA-256 of every file and how each was obtained,
+    and what the audit read from those files (sizes, architecture, config.json), so that a report
+    describes exactly the bytes that were hashed without opening the model again."""
 
     label: str
     path: str
@@ -35,8 +38,19 @@ class ModelInfo:
     hashed: Mapping[str, str] = field(default_factory=dict)  # file -> "fresh" | "cache"
     hub: Mapping[str, Any] | None = None  # repository, commit and blob checks when named by Hub id
     resolved: Mapping[str, str] = field(default_factory=dict)  # file -> the absolute path read, symlinks resolved
-    hidden: int | None = None  # residual width, for the comparability rule
-    vocab: int | None = None  # embedding rows
+    sizes: Mapping[str, int] = field(default_factory=dict)  # file -> bytes
+    architecture: Mapping[str, Any] = field(default_factory=dict)  # audit.inspection.ARCHITECTURE fields
+    config: Mapping[str, Any] | None = None  # config.json as read
+
+    @property
+    def hidden(self) -> int | None:
+        """Residual width (for the comparability rule)."""
+        return self.architecture.get("hidden")
+
+    @property
+    def vocab(self) -> int | None:
+        """Embedding rows (for the comparability rule)."""
+        return self.architecture.get("vocab")
 
     @property
     def fresh(self) -> bool:
@@ -139,20 +153,10 @@ def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) ->
     hashes = checkpoint.hashes()
     files = {n: h.sha256 for n, h in hashes.items()}
     hub = hub_record(checkpoint.source, files) if checkpoint.source is not None else None
-    hidden, vocab = shape_of(model)
+    sizes = {str(f.path.relative_to(checkpoint.directory)): f.size for f in checkpoint.files}
     return ModelInfo(label, str(path), files, model.roles.family, model.roles.depth,
-                     {n: h.source for n, h in hashes.items()}, hub,
-                     resolved=checkpoint.resolved_paths(), hidden=hidden, vocab=vocab)
-
-
-def shape_of(model: Model) -> tuple[int | None, int | None]:
-    """Residual width and vocabulary size, from the embedding (else the first q projection)."""
-    roles = model.roles
-    embed = roles.globals.get("embed")
-    if embed is not None:
-        return embed.shape[1], embed.shape[0]
-    q = next((layer.roles["attn.q"] for layer in roles.layers if "attn.q" in layer.roles), None)
-    return (q.shape[1] if q is not None else None), None
+                     {n: h.source for n, h in hashes.items()}, hub, checkpoint.resolved_paths(), sizes,
+                     architecture(summarize(checkpoint, model.roles, hashes=False)), checkpoint.config)
 
 
 def run_method(

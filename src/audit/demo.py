@@ -59,6 +59,7 @@ def run_demo(out: str | Path = "reports/demo.pdf") -> DemoResult:
     relative = [_shorter(p) for p in (a, b, baseline)]
     key = demo_key()
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the default reports/ need not exist where a wheel user runs it
     plan = write_plan(out.with_name(out.stem + "-plan.json"), baseline=relative[2])  # fixed before any model is read
     audit = run_audit(relative[0], relative[1], baseline=relative[2], plan=plan)
     certificate = write_atomic(out.with_name(out.stem + "-cert.pem"), key.certificate_pem)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from audit.checkpoint import Checkpoint
 from audit.checkpoint.hub import hub_record
@@ -59,6 +60,15 @@ class ModelSummary:
     tokenizer: dict | None = None  # where the vocabulary came from (kind, path, size)
     hub: dict | None = None  # repository, commit and blob checks when opened by Hugging Face id
     gguf: dict | None = None  # GGUF architecture and storage (quantisation) types of the tensors
+
+
+ARCHITECTURE = ("family", "model_type", "depth", "hidden", "mlp_width", "vocab", "heads", "kv_heads", "experts",
+                "parameters", "dtypes")
+
+
+def architecture(summary: ModelSummary) -> dict[str, Any]:
+    """The fields of ``summary`` that describe an architecture (baseline members, the report's inputs)."""
+    return {key: getattr(summary, key) for key in ARCHITECTURE}
 
 
 def _first_shape(roles: RoleMap, role: str, axis: int) -> int | None:

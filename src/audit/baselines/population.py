@@ -26,7 +26,7 @@ from audit.checkpoint.hub import default_member_name
 from audit.checkpoint.hashing import listing_digest, tensor_content_digest
 from audit.errors import InputError
 from audit.files import LIMITS, check_name, parse_json, read_file, status
-from audit.inspection import summarize
+from audit.inspection import architecture, summarize
 from audit.methods import REGISTRY, Fingerprint, Inapplicable, Method, Model, get_method
 from audit.parallel import run_tasks
 from audit.roles import assign_roles
@@ -35,7 +35,6 @@ from audit.stats import derive_seed
 FORMAT = "audit-population"
 FORMAT_VERSION = 2
 DIGEST_PREFIX = b"audit-population-digest v1\n"
-SUMMARY_KEYS = ("family", "depth", "hidden", "mlp_width", "vocab", "heads", "kv_heads", "experts", "parameters", "dtypes")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 KIND = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -155,7 +154,7 @@ def _fingerprint_model(task: tuple[str, int, tuple[str, ...], str | None]) -> Fi
     reasons: dict[str, str] = {}
     with open_checkpoint(path) as checkpoint:
         roles = assign_roles(checkpoint, mapping)
-        summary = asdict(summarize(checkpoint, roles))
+        summary = summarize(checkpoint, roles)
         model = Model(roles, checkpoint.vocab, checkpoint.vocabulary)
         for name in method_names:
             method = get_method(name)
@@ -170,7 +169,7 @@ def _fingerprint_model(task: tuple[str, int, tuple[str, ...], str | None]) -> Fi
                 reasons[method.fingerprint_kind] = str(exc)
         files = checkpoint.file_hashes()
         content = tensor_content_digest(checkpoint.tensors.values())
-    return {"summary": summary, "files": files, "content": content}, prints, reasons
+    return {"architecture": architecture(summary), "hub": summary.hub, "files": files, "content": content}, prints, reasons
 
 
 def _current_versions() -> dict[str, int]:
@@ -408,11 +407,10 @@ class Population:
                 if same:
                     raise InputError(f"'{name}' has the same weights as member '{same}' (same tensors, whatever the file layout)")
                 by_content[info["content"]] = name
-                summary = info["summary"]
-                hub = summary.get("hub")
+                hub = info["hub"]
                 origin = source or (f"Hugging Face {hub['repo_id']} commit {hub['commit']}" if hub else "")
                 added[name] = Member(name, origin, licence, notes, info["content"], info["files"],
-                                     {k: summary[k] for k in SUMMARY_KEYS}, {}, reasons)
+                                     info["architecture"], {}, reasons)
             self._commit(added, {name: result[1] for name, result in zip(names, results)})
         return [self.members[name] for name in names]
 

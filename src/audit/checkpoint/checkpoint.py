@@ -136,10 +136,6 @@ class Checkpoint:
         """File name (relative to the checkpoint directory) -> the absolute path actually read, symlinks resolved."""
         return {str(f.path.relative_to(self.directory)): str(f.resolved) for f in self.files}
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files if f.role == "weights")
-
     def close(self) -> None:
         if self._hashing is not None:
             self._hashing.cancel()

@@ -72,10 +72,6 @@ class PopulationTest:
     tail: ParametricTail | None
     tail_note: str | None = None  # why no model-based tail is shown
 
-    @property
-    def kind(self) -> str:
-        return "population"
-
 
 def fit_tail(observed: float, null: np.ndarray, transform: str = "fisher-z") -> tuple[ParametricTail | None, str | None]:
     """Model-based upper-tail p-value, or None and why (null too small or degenerate, or the fit rejected)."""

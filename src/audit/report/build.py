@@ -21,14 +21,12 @@ from typing import Any, Mapping
 from audit.atomic import write_atomic
 from audit.auditor import Audit
 from audit.baselines import PairTable
-from audit.checkpoint import open_checkpoint
 from audit.errors import InputError
 from audit.format.json import audit_doc, canonical
-from audit.inspection import summarize
+from audit.inspection import ARCHITECTURE
 from audit.methods import get_method
 from audit.report import plots
 from audit.report.render import MANIFEST_NAME, html_to_pdf, render_html
-from audit.roles import assign_roles
 from audit.signature import AuditorKey, sign_pdf
 
 VERSIONED = ("numpy", "scipy", "statsmodels", "matplotlib", "weasyprint", "pyhanko", "safetensors", "ml_dtypes")
@@ -46,24 +44,17 @@ VERDICT_TEXT = {
 
 
 def describe_inputs(audit: Audit) -> list[dict]:
-    """Architecture, configuration and file sizes of the two models, for the manifest."""
-    described = []
-    for info in audit.comparison.models:
-        with open_checkpoint(info.path) as checkpoint:
-            summary = dataclasses.asdict(summarize(checkpoint, assign_roles(checkpoint), hashes=False))
-            sizes = {str(f.path.relative_to(checkpoint.directory)): f.size for f in checkpoint.files}
-            config = checkpoint.config or {}
-        described.append({
-            "label": info.label,
-            "path": info.path,
-            "architecture": {k: summary[k] for k in ("family", "model_type", "depth", "hidden", "mlp_width", "vocab",
-                                                     "heads", "kv_heads", "experts", "parameters", "dtypes")},
-            "files": [{"name": name, "bytes": sizes.get(name), "sha256": digest, "hashed": info.hashed.get(name, "fresh")}
-                      for name, digest in sorted(info.files.items())],
-            "config": config,
-            "hub": info.hub,
-        })
-    return described
+    """Architecture, configuration and file sizes of the two models, for the manifest: the audit's own
+    record of the files it hashed (the models are not opened again)."""
+    return [{
+        "label": info.label,
+        "path": info.path,
+        "architecture": dict(info.architecture),
+        "files": [{"name": name, "bytes": info.sizes.get(name), "sha256": digest, "hashed": info.hashed.get(name, "fresh")}
+                  for name, digest in sorted(info.files.items())],
+        "config": dict(info.config or {}),
+        "hub": info.hub,
+    } for info in audit.comparison.models]
 
 
 def versions() -> dict[str, str]:
@@ -111,12 +102,15 @@ def _config_differences(inputs: list[dict]) -> list[tuple[str, str, str]]:
     return rows
 
 
+ARCHITECTURE_LABELS = {"family": "Family", "depth": "Layers", "hidden": "Hidden width", "mlp_width": "MLP width",
+                       "vocab": "Vocabulary", "heads": "Heads", "kv_heads": "KV heads", "experts": "Experts per layer",
+                       "parameters": "Parameters"}  # the rest by their field names
+
+
 def _input_rows(inputs: list[dict]) -> list[dict]:
-    labels = [("family", "Family"), ("model_type", "model_type"), ("depth", "Layers"), ("hidden", "Hidden width"),
-              ("mlp_width", "MLP width"), ("vocab", "Vocabulary"), ("heads", "Heads"), ("kv_heads", "KV heads"),
-              ("experts", "Experts per layer"), ("parameters", "Parameters"), ("dtypes", "dtypes")]
     rows = [{"label": "Path", "a": inputs[0]["path"], "b": inputs[1]["path"], "css": "mono"}]
-    for key, label in labels:
+    for key in ARCHITECTURE:
+        label = ARCHITECTURE_LABELS.get(key, key)
         values = [i["architecture"].get(key) for i in inputs]
         shown = [", ".join(f"{k} x{n}" for k, n in v.items()) if isinstance(v, dict)
                  else (f"{v:,}" if isinstance(v, int) and key == "parameters" else ("–" if v is None else str(v)))

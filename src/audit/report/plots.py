@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from audit.evidence.population import fisher_z  # noqa: E402
+
 _STYLE = {
     "svg.fonttype": "path",
     "svg.hashsalt": "model-provenance-audit",
@@ -94,8 +96,9 @@ def null_histogram(
         hi = max(null.max(), observed)
         grid = np.linspace(lo, hi, 300)
         if transform == "fisher-z":
-            z = np.arctanh(np.clip(grid, -1 + 1e-12, 1 - 1e-12))
-            density = np.exp(-0.5 * ((z - loc) / scale) ** 2) / (scale * np.sqrt(2 * np.pi)) / (1 - np.clip(grid, -0.999999, 0.999999) ** 2)
+            z = fisher_z(grid)
+            jacobian = 1 / (1 - np.clip(grid, -0.999999, 0.999999) ** 2)  # dz/dr diverges at |r| = 1: capped for drawing
+            density = np.exp(-0.5 * ((z - loc) / scale) ** 2) / (scale * np.sqrt(2 * np.pi)) * jacobian
         else:
             density = np.exp(-0.5 * ((grid - loc) / scale) ** 2) / (scale * np.sqrt(2 * np.pi))
         width = (null.max() - null.min()) / min(40, max(8, null.size // 4)) if null.size > 1 else 1.0
