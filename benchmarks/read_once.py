@@ -15,10 +15,10 @@ process (start-up included):
   parallel SHA-256 of the same files alone (``hashlib`` threads, one per file
   up to the cores; target: at most 1.2x), with the page cache warm and, again,
   cold (files dropped from it with posix_fadvise(DONTNEED));
-- for reference, ``sha256sum`` over the files with ``xargs -P cores`` and
-  ``audit --help`` (start-up alone).
+- for reference, ``audit --help`` (start-up alone).
 
-Figures are medians of ``--repeat`` runs.  The checkpoints are deleted
+Figures are medians of ``--repeat`` runs, wall time and (less sensitive to
+other users of a shared machine) CPU time of the child processes.  The checkpoints are deleted
 afterwards unless ``--keep``.
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,19 +52,32 @@ def drop_cache(paths: list[Path]) -> None:
             os.close(fd)
 
 
-def timed(command: list[str], env: dict, before=None) -> float:
+CPU: dict[str, float] = {}  # command label -> median CPU seconds (user + system) of the child processes
+
+
+def timed(command: list[str], env: dict, before=None) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, all child processes) of one run."""
     if before is not None:
         before()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} ... failed: {done.stderr.strip()[-500:]}")
-    return seconds
+    return seconds, (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
 
 
-def median(command: list[str], env: dict, repeat: int, before=None) -> float:
-    return statistics.median(timed(command, env, before) for _ in range(repeat))
+def median(command: list[str], env: dict, repeat: int, before=None, label: str = "") -> float:
+    """Median wall seconds; the median CPU seconds go to :data:`CPU` under ``label``.
+
+    On a shared machine wall time depends on the other users' load; CPU time
+    much less so, so both are printed.
+    """
+    runs = [timed(command, env, before) for _ in range(repeat)]
+    CPU[label] = statistics.median(cpu for _, cpu in runs)
+    return statistics.median(wall for wall, _ in runs)
 
 
 def build(workdir: Path, dims: Dims) -> tuple[Path, Path]:
@@ -108,19 +122,19 @@ def main(argv: list[str] | None = None) -> int:
 
         subprocess.run(["cat", *map(str, files)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
         row = {"layers": args.layers, "files": len(files), "bytes": total, "cores": cores, "repeat": args.repeat}
-        row["startup_help_s"] = median([*audit, "--help"], env, args.repeat)
-        row["cat_warm_s"] = median(["cat", *map(str, files)], env, args.repeat)
-        row["hash_alone_warm_s"] = median([sys.executable, "-c", HASH_ALONE, *map(str, files)], env, args.repeat)
-        row["sha256sum_parallel_warm_s"] = median(
-            ["sh", "-c", f"printf '%s\\0' \"$@\" | xargs -0 -P {cores} -n 1 sha256sum", "sh", *map(str, files)], env, args.repeat)
-        row["compare_cache_cold_warm_s"] = median(compare, env, args.repeat)
+        row["startup_help_s"] = median([*audit, "--help"], env, args.repeat, label="startup_help")
+        row["cat_warm_s"] = median(["cat", *map(str, files)], env, args.repeat, label="cat_warm")
+        row["hash_alone_warm_s"] = median([sys.executable, "-c", HASH_ALONE, *map(str, files)], env, args.repeat, label="hash_alone_warm")
+        row["compare_cache_cold_warm_s"] = median(compare, env, args.repeat, label="compare_cache_cold_warm")
         timed([*compare, "--hash-cache"], env)  # fills the hash cache
-        row["compare_cache_warm_s"] = median([*compare, "--hash-cache"], env, args.repeat)
+        row["compare_cache_warm_s"] = median([*compare, "--hash-cache"], env, args.repeat, label="compare_cache_warm")
         evict = lambda: drop_cache(files)  # noqa: E731
-        row["hash_alone_cold_s"] = median([sys.executable, "-c", HASH_ALONE, *map(str, files)], env, args.repeat, evict)
-        row["compare_cache_cold_cold_s"] = median(compare, env, args.repeat, evict)
-        row["cat_cold_s"] = median(["cat", *map(str, files)], env, args.repeat, evict)
+        row["hash_alone_cold_s"] = median([sys.executable, "-c", HASH_ALONE, *map(str, files)], env, args.repeat, evict, label="hash_alone_cold")
+        row["compare_cache_cold_cold_s"] = median(compare, env, args.repeat, evict, label="compare_cache_cold_cold")
+        row["cat_cold_s"] = median(["cat", *map(str, files)], env, args.repeat, evict, label="cat_cold")
 
+        row["cpu_s"] = dict(CPU)
+        row["load_average"] = os.getloadavg()
         row["speedup_vs_cat_warm"] = row["cat_warm_s"] / row["compare_cache_warm_s"]
         row["cost_vs_hash_alone_warm"] = row["compare_cache_cold_warm_s"] / row["hash_alone_warm_s"]
         row["cost_vs_hash_alone_cold"] = row["compare_cache_cold_cold_s"] / row["hash_alone_cold_s"]

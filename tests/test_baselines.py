@@ -190,3 +190,15 @@ def test_an_edited_pairs_cache_is_refused(world, tmp_path, run_cli):
         Population.open(tmp_path / "pop")
     code, out, err = run_cli("baseline", "matrix", tmp_path / "pop")
     assert code == 2 and out == "" and len(err.splitlines()) == 1 and "pairs.json: SHA-256 differs" in err
+
+
+def test_options_of_a_new_population_are_refused_for_an_existing_one(world, capsys):
+    from audit.cli import main
+
+    root, paths, _, _ = world
+    before = (root / "population" / "population.json").read_bytes()
+    with pytest.raises(SystemExit) as exit_:
+        main(["baseline", "add", str(root / "population"), str(paths[0]), "--seed", "4", "--description", "x"])
+    assert exit_.value.code == 2
+    assert "--description, --seed only set up a new population" in capsys.readouterr().err
+    assert (root / "population" / "population.json").read_bytes() == before

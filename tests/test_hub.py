@@ -149,3 +149,14 @@ def test_cli_start_up_imports_none_of_the_input_format_libraries():
     code = "import sys, audit.cli; print(sorted(m for m in ('huggingface_hub', 'sentencepiece', 'gguf') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_report_inputs_name_the_repository_and_commit(hub):
+    from audit.auditor import run_audit
+    from audit.report.build import describe_inputs
+
+    audit = run_audit("org/model", "org/model@dev", methods=["attn-std"])
+    inputs = describe_inputs(audit)
+    assert [i["hub"]["commit"] for i in inputs] == [MAIN, DEV]
+    assert inputs[0]["architecture"]["family"] == "llama"
+    assert {f["name"] for f in inputs[1]["files"]} == {"model.safetensors", "config.json", "tokenizer.json"}

@@ -268,3 +268,11 @@ def test_a_hub_style_snapshot_of_symlinks_records_resolved_paths(tmp_path, run_c
     assert set(files) == {"model.safetensors", "config.json", "tokenizer.json"}
     assert all(os.path.dirname(p) == str(blobs.resolve()) for p in files.values())
     assert files["model.safetensors"] == str((blobs / "blob1").resolve())  # sorted: config, model, tokenizer
+
+
+def test_the_tensor_count_is_bounded_across_shards(tmp_path, run_cli, monkeypatch):
+    from audit.checkpoint import checkpoint
+
+    monkeypatch.setattr(checkpoint, "MAX_MODEL_TENSORS", 30)  # the real bound is 1,000,000: too many files to build here
+    built = make_checkpoint(tmp_path / "m", "llama", Dims(layers=4, hidden=16, mlp=32, heads=2, vocab=20), shards=3)
+    _refused(run_cli, "inspect", built.path, phrase="more than 30 tensors across")

@@ -229,6 +229,12 @@ def test_zoo_independent_roots_stay_nominal_and_derived_pairs_are_found():
         if p["label"] == "derived":
             method = matched if matched.mismatch(a, b) is None else mapped
             assert method.test(a, b, 0).log10_pvalue <= -6, (p["a"], p["b"])
+            meta = json.loads((ZOO / "models" / p["b"] / "meta.json").read_text())
+            drawn = meta.get("derivation_params") or {}
+            if meta.get("parent") == p["a"]:
+                mapping = mapped.test(a, b, 0).details["layer_map"]  # the zoo's ground truth, layer by layer
+                assert mapping["dropped_a"] == drawn.get("drop", []), (p["a"], p["b"])
+                assert mapping["duplicated_a"] == drawn.get("duplicate", []), (p["a"], p["b"])
         elif p["a"] in roots and p["b"] in roots and matched.mismatch(a, b) is None:
             result = matched.test(a, b, 0)
             independent.append(result.log10_pvalue)

@@ -79,3 +79,25 @@ def test_function_preserving_copies_compute_the_parents_logits(name):
     before = logits(*parent, TOKENS)
     assert np.abs(logits(*child, TOKENS) - before).max() < 1e-3 * np.abs(before).max()
     assert any(not np.array_equal(child[0][k], parent[0].get(k)) for k in child[0])  # the weights did change
+
+
+@pytest.mark.parametrize("parent, child", [("c3", "c3-prune-ft"), ("c3", "c3-prune-ft-resid-perm"), ("a3", "a3-dup-ft"),
+                                           ("c2", "c2-prune-heal")])
+def test_layer_map_recovers_the_recorded_depth_change(parent, child):
+    """layer-map on the zoo's pruned and duplicated copies finds the layer map the builder recorded."""
+    from audit import assign_roles, open_checkpoint
+    from audit.methods import Model, get_method
+
+    method = get_method("layer-map")
+    prints = []
+    for name in (parent, child):
+        checkpoint = open_checkpoint(ZOO / "models" / name)
+        prints.append(method.extract(Model(assign_roles(checkpoint), checkpoint.vocab, checkpoint.vocabulary), 0))
+    result = method.test(*prints, 0)
+    name = child  # the depth change is this model's or an ancestor's
+    while not {"layer_map", "drop"} & set(MODELS[name]["derivation_params"]):
+        name = MODELS[name]["parent"]
+    params = MODELS[name]["derivation_params"]
+    recorded = params.get("layer_map") or [i for i in range(MODELS[parent]["depth"]) if i not in params["drop"]]
+    assert [tuple(p) for p in result.details["layer_map"]["path"]] == [(i, j) for j, i in enumerate(recorded)]
+    assert result.log10_pvalue <= -6

@@ -125,7 +125,14 @@ def _baseline(args: argparse.Namespace) -> int:
     from audit.format.text import format_matrix, format_members, format_outdated
 
     if args.action == "add":
-        population = Population.open_or_create(args.dir, name=args.name, seed=args.seed, description=args.description or "")
+        from audit.baselines.store import MANIFEST
+
+        new_only = [flag for flag, value in (("--population-name", args.name), ("--description", args.description),
+                                             ("--seed", args.seed)) if value is not None]
+        if new_only and (Path(args.dir) / MANIFEST).exists():
+            args.error(f"{', '.join(new_only)} only set up a new population; {args.dir} already is one")
+        population = Population.open_or_create(args.dir, name=args.name, seed=args.seed or 0,
+                                               description=args.description or "")
         added = population.add(args.models, names=args.member_names, source=args.source or "", licence=args.licence or "",
                                notes=args.notes or "", mapping=args.mapping, scheduler=args.scheduler, workers=args.workers)
         print(f"added {len(added)} model(s) to '{population.name}' ({len(population.members)} in all): "
@@ -213,7 +220,8 @@ def _report(args: argparse.Namespace) -> int:
     from audit.report.build import check_case_id, write_report
 
     key = _signer(args)  # before the long computation: a wrong passphrase fails fast, and nothing is written
-    case_id = check_case_id(args.case_id or f"{Path(args.a).name}-vs-{Path(args.b).name}")
+    default = f"{Path(args.a).name}-vs-{Path(args.b).name}".replace("@", "-")  # "org/name@rev" ids too
+    case_id = check_case_id(args.case_id or default)
     audit = run_audit(args.a, args.b, baseline=args.baseline, methods=_method_names(args.methods), seed=args.seed,
                       alpha=args.alpha, plan=_plan_file(args.plan))
     if audit.exploratory:
@@ -317,8 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("models", nargs="+", help="checkpoints of independently trained models")
     add.add_argument("--name", dest="member_names", nargs="+", metavar="NAME", help="member names (default: folder names)")
     add.add_argument("--population-name", dest="name", help="name of a new population (default: folder name)")
-    add.add_argument("--description", help="what the population is (new populations)")
-    add.add_argument("--seed", type=int, default=0, help="fingerprint seed of a new population (default 0)")
+    add.add_argument("--description", help="what a new population is")
+    add.add_argument("--seed", type=int, help="fingerprint seed of a new population (default 0)")
     add.add_argument("--source", help="where the models come from")
     add.add_argument("--licence", help="their licence")
     add.add_argument("--notes", help="why they are independent of each other")

@@ -31,6 +31,7 @@ from audit.errors import InputError, shown
 from audit.files import LIMITS, check_name, is_regular, read_json_file, require_regular, resolved, status
 
 INDEX_NAME = "model.safetensors.index.json"
+MAX_MODEL_TENSORS = 1_000_000  # across all shards; a 1T-parameter MoE release has ~70,000
 SIDE_FILES = {"config.json": "config", "tokenizer.json": "tokenizer", "tokenizer.model": "tokenizer"}
 
 
@@ -57,7 +58,7 @@ class Checkpoint:
         self.warnings: list[str] = []
         self._hashing: HashJob | None = None
         self.source: HubSource | None = None  # set when opened by Hub model id
-        self._weight_files = [GGUFFile(p) if _is_gguf(p) else SafetensorsFile(p) for p in shards]
+        self._weight_files = self._open_weights(shards)
         gguf = self._weight_files[0] if isinstance(self._weight_files[0], GGUFFile) else None
         self.gguf: GGUFFile | None = gguf  # a GGUF file is self-contained: config and vocabulary come from it
         self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
@@ -71,6 +72,17 @@ class Checkpoint:
             + ([InputFile(index, require_regular(index, "index").st_size, "index")] if index else [])
             + [InputFile(p, require_regular(p, name).st_size, SIDE_FILES[name]) for name, p in side.items()]
         )
+
+    def _open_weights(self, shards: list[Path]) -> list[GGUFFile | SafetensorsFile]:
+        """Each weight file opened (header validated), with the model's tensor count bounded as they come."""
+        opened, count = [], 0
+        for shard in shards:
+            opened.append(GGUFFile(shard) if _is_gguf(shard) else SafetensorsFile(shard))
+            count += len(opened[-1].entries)
+            if count > MAX_MODEL_TENSORS:
+                raise InputError(f"{self.path}: more than {MAX_MODEL_TENSORS:,} tensors across {len(opened)} weight files "
+                                 "(the largest real models hold ~100,000); corrupted or hostile")
+        return opened
 
     def _collect(self, index: Path | None, weight_map: dict) -> dict[str, StoredTensor]:
         tensors: dict[str, StoredTensor] = {}

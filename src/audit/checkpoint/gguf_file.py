@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.checkpoint.dtypes import DTYPES
+from audit.checkpoint.dtypes import DTYPES, ITEMSIZE
 from audit.checkpoint.safetensors_file import MAX_TENSORS, TensorEntry
 from audit.checkpoint.vocabulary import Vocabulary, vocabulary_from_gguf
 from audit.errors import InputError
@@ -213,7 +213,7 @@ class GGUFFile:
         if hf_name in self.entries:
             raise InputError(f"{self.path}: two tensors map to '{hf_name}'")
         dtype = PLAIN_TYPES.get(ggml_type, "F32")  # quantised tensors are read dequantised to float32
-        if ggml_type in PLAIN_TYPES and nbytes != numel * DTYPES[dtype].itemsize:
+        if ggml_type in PLAIN_TYPES and nbytes != numel * ITEMSIZE[dtype]:
             raise InputError(f"{self.path}: tensor '{name}' of type {ggml_type} has {nbytes} bytes for {numel} elements")
         self.entries[hf_name] = TensorEntry(hf_name, dtype, shape, offset, offset + nbytes)
         self._stored[hf_name] = _Stored(name, ggml_type, offset, nbytes, heads)

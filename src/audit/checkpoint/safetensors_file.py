@@ -17,6 +17,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -32,6 +33,7 @@ MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
 MAX_TENSORS = 250_000
 MAX_NAME_CHARS = 1024  # real tensor names are under 200 characters
 MAX_RANK = 16
+HEADER_CHUNK = 4 << 20  # header bytes read (and their JSON objects counted) at a time
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 
 
@@ -90,7 +92,7 @@ class SafetensorsFile:
                 head = handle.read(9)
                 header_len = self._check_prefix(head)
                 handle.seek(8)
-                raw = handle.read(header_len)
+                raw = self._read_header(handle, header_len)
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
         self.data_start = 8 + header_len
@@ -124,10 +126,27 @@ class SafetensorsFile:
             )
         return header_len
 
+    def _read_header(self, handle: BinaryIO, length: int) -> bytes:
+        """The header's bytes, read in chunks and refused as soon as they hold too many JSON objects.
+
+        Every tensor entry is a JSON object and '{' cannot be escaped, so the
+        count of '{' bounds the entries: a hostile header is refused after a
+        few MB, before it is held whole or parsed.
+        """
+        chunks, objects = [], 0
+        while length > 0:
+            chunk = handle.read(min(length, HEADER_CHUNK))
+            if not chunk:
+                break
+            objects += chunk.count(b"{")
+            if objects > MAX_TENSORS + 2:  # the header object and __metadata__ besides the entries
+                raise InputError(f"{self.path}: the header describes more than {MAX_TENSORS:,} tensors (limit per file); "
+                                 "corrupted or hostile")
+            chunks.append(chunk)
+            length -= len(chunk)
+        return b"".join(chunks)
+
     def _parse_header(self, raw: bytes) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-        # Every entry is a JSON object, and '{' cannot be escaped: counting it bounds the entries before parsing.
-        if raw.count(b"{") > MAX_TENSORS + 2:
-            raise InputError(f"the header describes more than {MAX_TENSORS:,} tensors (limit per file); corrupted or hostile")
         header = parse_json(raw, where=None, what="header", object_pairs_hook=_reject_duplicates)
         if not isinstance(header, dict):
             raise InputError("header is not a JSON object")

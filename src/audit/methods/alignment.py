@@ -66,18 +66,18 @@ def _gain(layer_roles, role: str, width: int) -> np.ndarray:
 def column_norms(view: TensorView) -> np.ndarray:
     """Euclidean norm of every column of a [rows, cols] matrix, streamed by row blocks."""
     total = np.zeros(view.shape[1])
-    for block in view.blocks():
+    for block in view.blocks(dtype=np.float32):  # squares in float32, sums in float64
         require_finite(block, view.name)
-        total += np.square(block).sum(axis=0)
+        total += np.square(block).sum(axis=0, dtype=np.float64)
     return np.sqrt(total)
 
 
 def row_norms(view: TensorView) -> np.ndarray:
     """Euclidean norm of every row, streamed by row blocks."""
     parts = []
-    for block in view.blocks():
+    for block in view.blocks(dtype=np.float32):
         require_finite(block, view.name)
-        parts.append(np.sqrt(np.square(block).sum(axis=1)))
+        parts.append(np.sqrt(np.square(block).sum(axis=1, dtype=np.float64)))
     return np.concatenate(parts)
 
 

@@ -149,7 +149,7 @@ def demo_key() -> AuditorKey:
 
 def load_pkcs12(path: str | Path, passphrase: str | None) -> AuditorKey:
     """Load a signer from a PKCS#12 (.p12/.pfx) file; no or an empty passphrase for an unencrypted one."""
-    data = _read(path, "PKCS#12")
+    data = read_file(path, limit=LIMITS["key"], what="PKCS#12")
     try:
         key, cert, chain = pkcs12.load_key_and_certificates(data, passphrase.encode() if passphrase else None)
     except (ValueError, TypeError) as exc:
@@ -165,7 +165,7 @@ def load_pem(key_path: str | Path, cert_path: str | Path, passphrase: str | None
     The certificate file may continue with the issuing chain (signer first);
     the chain is embedded in the signature so validators can build the path.
     """
-    data = _read(key_path, "key")
+    data = read_file(key_path, limit=LIMITS["key"], what="key")
     load = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
     try:
         key = load(data, passphrase.encode() if passphrase else None)
@@ -182,7 +182,7 @@ def load_certificates(paths: Iterable[str | Path]) -> list[x509.Certificate]:
     """All certificates in the given PEM (one or more each) or DER files, e.g. ``--trust`` roots."""
     certs: list[x509.Certificate] = []
     for path in paths:
-        data = _read(path, "certificate")
+        data = read_file(path, limit=LIMITS["key"], what="certificate")
         try:
             pem = b"-----BEGIN" in data
             certs += x509.load_pem_x509_certificates(data) if pem else [x509.load_der_x509_certificate(data)]
@@ -270,7 +270,3 @@ def display_name(name: x509.Name) -> str:
 def _name_attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
     values = name.get_attributes_for_oid(oid)
     return str(values[0].value) if values else None
-
-
-def _read(path: str | Path, what: str) -> bytes:
-    return read_file(path, limit=LIMITS["key"], what=what)
