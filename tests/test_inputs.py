@@ -76,6 +76,13 @@ def test_a_name_over_255_bytes_is_refused(run_cli, model, tmp_path):
     _refused(run_cli, "inspect", long, phrase="over 255 bytes")
     _refused(run_cli, "inspect", model, "--mapping", long, phrase="over 255 bytes")
     _refused(run_cli, "baseline", "list", long, phrase="over 255 bytes")
+    _refused(run_cli, "baseline", "add", long, model, "--seed", "1", phrase="over 255 bytes")
+    _refused(run_cli, "baseline", "import", tmp_path / "x.bundle", long, phrase="over 255 bytes")
+
+
+def test_a_keygen_name_over_255_bytes_is_refused(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIT_PASSPHRASE", "secret")
+    _refused(run_cli, "keygen", "--name", "y" * 300, "--org", "o", "--out", tmp_path, phrase="over 255 bytes")
 
 
 # ---- JSON: nesting, integers, surrogates, types ---------------------------------------------------------

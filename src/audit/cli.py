@@ -126,10 +126,11 @@ def _baseline(args: argparse.Namespace) -> int:
 
     if args.action == "add":
         from audit.baselines.store import MANIFEST
+        from audit.files import is_regular
 
         new_only = [flag for flag, value in (("--population-name", args.name), ("--description", args.description),
                                              ("--seed", args.seed)) if value is not None]
-        if new_only and (Path(args.dir) / MANIFEST).exists():
+        if new_only and is_regular(Path(args.dir) / MANIFEST):
             args.error(f"{', '.join(new_only)} only set up a new population; {args.dir} already is one")
         population = Population.open_or_create(args.dir, name=args.name, seed=args.seed or 0,
                                                description=args.description or "")

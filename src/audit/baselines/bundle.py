@@ -46,7 +46,7 @@ from audit.baselines.population import (
     population_digest,
 )
 from audit.errors import InputError
-from audit.files import open_regular, parse_json
+from audit.files import check_name, open_regular, parse_json
 from audit.signature.keys import AuditorKey, CertificateInfo
 
 FORMAT = "audit-population-bundle"
@@ -106,7 +106,7 @@ def import_bundle(bundle: str | Path, directory: str | Path, *,
     bundle must be signed by one of those certificates, or by a certificate
     that a CA among them issued (the rules of report verification).
     """
-    target = Path(directory)
+    target = check_name(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise InputError(f"{target}: already exists and is not empty; import into a new folder")
     files = _read_archive(Path(bundle))

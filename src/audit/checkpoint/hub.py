@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 from audit.errors import InputError
+from audit.files import check_name
 
 MODEL_ID = re.compile(r"(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<revision>[A-Za-z0-9][A-Za-z0-9._/-]*))?")
 READ_PATTERNS = ["*.safetensors", "*.json", "tokenizer.model", "*.gguf"]  # what a checkpoint reads
@@ -60,7 +61,7 @@ def parse_model_id(text: str) -> tuple[str, str | None] | None:
 
 def default_member_name(spec: str | Path) -> str:
     """A population member name for ``spec``: a folder's name, or ``org--name`` (``--revision``) for a Hub id."""
-    path = Path(spec)
+    path = check_name(spec)
     parsed = None if path.exists() else parse_model_id(str(spec))
     if parsed is None:
         return path.resolve().name

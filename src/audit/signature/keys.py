@@ -28,7 +28,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from audit.atomic import write_atomic
 from audit.errors import InputError
-from audit.files import LIMITS, read_file
+from audit.files import LIMITS, check_name, read_file
 
 DEMO_LABEL = "DEMO KEY — not an auditor identity"
 """Organisation of demo certificates; the report shows it and says it is no identity."""
@@ -129,7 +129,7 @@ def keygen(
     stem = re.sub(r"[^a-z0-9]+", "-", ascii_name).strip("-") or "auditor"
     p12_path, cert_path = out / f"{stem}.p12", out / f"{stem}.cert.pem"
     for path in (p12_path, cert_path):
-        if path.exists():
+        if check_name(path).exists():
             raise InputError(f"{path} already exists; refusing to overwrite a key or certificate")
     out.mkdir(parents=True, exist_ok=True)
     key, cert = _self_signed(name, org, email, days)
