@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Accuracy of every method and of the verdict on a labelled zoo.
 
-    .venv/bin/python benchmarks/accuracy.py zoo --baseline baselines/zoo [--out FILE.md] [--write-power]
+    .venv/bin/python benchmarks/accuracy.py zoo --baseline baselines/zoo [--out FILE.md]
 
 For every labelled pair (pairs.json) it runs the full audit: each method's
 within-pair test, its empirical p against the baseline population (the
@@ -11,35 +11,34 @@ derivation type, the AUC, the TPR at FPR <= 1% and 5%, the false-positive
 rates at alpha 0.01 and 0.05 on independent pairs and a KS test of the
 independent pairs' p-values, for three scores per method (within-pair p,
 population p, and the p that counts in the verdict), then the same for the
-combined verdict, the verdict without embedding-based methods (body only),
-each method's leave-models-out calibration on the population, and the
+verdict (Holm), the verdict without embedding-based methods (body only),
+each method's calibration on the population across its recorded groups, and the
 per-disguise table (pairs.json ``disguises``: derived pairs' smallest exact
 within-pair p and verdict, the same disguises on independent pairs).  Without
 --baseline, a population is built from the zoo's independent models.
-``--write-power`` stores each method's TPR at alpha in the baseline folder,
-where the verdict quotes it.  Works on any folder with labels.json,
+These are in-sample figures (the population's own models are tested);
+benchmarks/heldout.py gives the held-out ones that audits quote.  Works on
+any folder with labels.json,
 pairs.json and models/NAME.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 from audit import assign_roles, open_checkpoint
 from audit.testing.accuracy import accuracy_rows, markdown_table, pivot_table
 from audit.zoo import load_zoo
 from audit.atomic import write_atomic
 from audit.auditor import EXACT_SOURCE, assess, population_calibration
+from audit.evidence.calibration import member_groups
 from audit.baselines import Population
 from audit.compare import Comparison, ModelInfo, run_method
+from audit.inspection import architecture, summarize
 from audit.methods import REGISTRY, Model, get_method
 from audit.testing.disguise_table import PairOutcome, disguise_markdown, disguise_rows
 
@@ -64,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("zoo", type=Path)
     parser.add_argument("--baseline", type=Path)
     parser.add_argument("--out", type=Path, help="also write the markdown here")
-    parser.add_argument("--write-power", action="store_true", help="store TPR at alpha in the baseline folder")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     zoo = load_zoo(args.zoo)
@@ -77,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, checkpoint in checkpoints.items():
             roles = assign_roles(checkpoint)
             models[name] = Model(roles, checkpoint.vocab, checkpoint.vocabulary)
-            infos[name] = (str(zoo.model_path(name)), checkpoint.file_hashes(), roles.family, roles.depth)
+            infos[name] = {"path": str(zoo.model_path(name)), "files": checkpoint.file_hashes(), "family": roles.family,
+                           "depth": roles.depth, "architecture": architecture(summarize(checkpoint, roles, hashes=False))}
         methods = [get_method(name) for name in REGISTRY]
         cache: dict = {}
         scores: dict[str, list[float | None]] = {}
         verdicts = {0.01: [], 0.05: []}
         for pair in zoo.pairs:
             outcomes = tuple(run_method(m, [(pair.a, models[pair.a]), (pair.b, models[pair.b])], seed, cache) for m in methods)
-            comparison = Comparison((ModelInfo("A", *infos[pair.a]), ModelInfo("B", *infos[pair.b])), seed, outcomes)
+            comparison = Comparison((ModelInfo("A", **infos[pair.a]), ModelInfo("B", **infos[pair.b])), seed, outcomes)
             for alpha in verdicts:
                 audit = assess(comparison, population, alpha)
                 verdicts[alpha].append(audit)
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 scores.setdefault(name, []).append(result.log10_pvalue if result else None)
                 scores.setdefault(f"{name} [population]", []).append(evidence.population.log10_pvalue if evidence.population else None)
                 scores.setdefault(f"{name} [counted]", []).append(evidence.vote.log10_pvalue)
-            scores.setdefault("verdict: combined", []).append(audit.verdict.log10_pvalue)
+            scores.setdefault("verdict: Holm", []).append(audit.verdict.log10_pvalue)
             scores.setdefault("verdict: body only", []).append(audit.body_verdict.log10_pvalue)
         for checkpoint in checkpoints.values():
             checkpoint.close()
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                  "out); `[counted]`: the p-value the verdict uses (none when the method does not count for the pair).",
                  ""]
         rows = accuracy_rows(scores, zoo.pairs)
-        counted = [f"{m} [counted]" for m in REGISTRY] + ["verdict: combined", "verdict: body only"]
+        counted = [f"{m} [counted]" for m in REGISTRY] + ["verdict: Holm", "verdict: body only"]
         lines += ["### All derived pairs against all independent pairs", "",
                   markdown_table([r for r in rows if r.group == "all"]), "",
                   "### AUC by derivation (the p-value that counts)", "", pivot_table(rows, "auc", counted), "",
@@ -131,35 +130,28 @@ def main(argv: list[str] | None = None) -> int:
             derived = [l for l, p in zip(label, zoo.pairs) if p.label == "derived"]
             lines.append(f"| {alpha} | {indep.count('derived')}/{len(indep)} | {derived.count('derived')}/{len(derived)} | "
                          f"{indep.count('inconclusive')} / {derived.count('inconclusive')} |")
-        lines += ["", "### Per derived pair (verdict at alpha 0.01)", "", "| pair | derivation | verdict | combined p | counting methods |", "|---|---|---|---|---|"]
+        lines += ["", "### Per derived pair (verdict at alpha 0.01)", "", "| pair | derivation | verdict | Holm p | counting methods |", "|---|---|---|---|---|"]
         for pair, audit in zip(zoo.pairs, verdicts[0.01]):
             if pair.label == "derived":
                 v = audit.verdict
                 lines.append(f"| {pair.a} ~ {pair.b} | {(pair.derivation or '').replace('|', '/')} | {v.label} | "
                              f"{'-' if v.log10_pvalue is None else f'10^{v.log10_pvalue:.1f}'} | {', '.join(v.deciding)} |")
-        lines += ["", "### Leave-models-out calibration on the baseline (alpha 0.01)", "",
+        lines += ["", "### Calibration on the baseline across its recorded groups (alpha 0.01)", "",
                   "| method | pairs | scheme | false positives | KS p (two-sided) | KS p (p too small) | calibrated |", "|---|---|---|---|---|---|---|"]
+        groups = member_groups({n: m.architecture for n, m in population.members.items()},
+                               {n: m.source for n, m in population.members.items()})
         for method in methods:
             table = population.pair_table(method.name)
             if not table.statistics.size:
                 continue
-            calibration, scheme = population_calibration(method.exact, table, 0.01, len({m for p in table.pairs for m in p}))
-            lines.append(f"| {method.name} | {calibration.n} | {'within-pair' if method.exact else 'leave-models-out'} | "
+            calibration = population_calibration(method, table, 0.01, None, groups)
+            lines.append(f"| {method.name} | {calibration.n} | {calibration.scheme.split(':')[0]} | "
                          f"{calibration.false_positives} | {calibration.ks_pvalue:.3g} | {calibration.ks_smaller_pvalue:.3g} | "
                          f"{'yes' if calibration.calibrated else 'NO: ' + calibration.reason} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         write_atomic(args.out, text.encode())
-    if args.write_power:
-        rates = {}
-        derived = [i for i, p in enumerate(zoo.pairs) if p.label == "derived"]
-        for method in REGISTRY:
-            column = scores[f"{method} [counted]"]
-            rates[method] = {f"{alpha:g}": float(np.mean([column[i] is not None and column[i] <= math.log10(alpha) for i in derived]))
-                             for alpha in (0.01, 0.05)}
-        power = {"zoo": str(args.zoo), "derived_pairs": len(derived), "tpr_at_alpha": rates}
-        write_atomic(population.root / "power.json", (json.dumps(power, indent=1, sort_keys=True) + "\n").encode())
     return 0
 
 

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from audit.auditor import run_audit
-from audit.format.json import audit_doc, dumps
+from audit.auditor import run_audit, write_plan
 from audit.baselines import Population
 from audit.errors import InputError
-from audit.evidence import DERIVED, NOT_REJECTED
+from audit.evidence import DERIVED, EXPLORATORY, NOT_REJECTED
+from audit.evidence.population import effective_pairs
+from audit.format.json import audit_doc, dumps
 
 from conftest import WORLD_MEMBERS as MEMBERS
 
@@ -41,29 +42,39 @@ def test_adding_twice_or_bad_names_is_refused(world):
         population.add([paths[1]], names=["bad name!"])
 
 
-def test_member_suspect_is_left_out_of_its_own_null_and_derivation_is_found(world):
+def test_member_suspect_is_left_out_of_its_own_null_and_derivation_is_found(world, tmp_path):
     root, paths, suspect, _ = world
-    audit = run_audit(paths[0], suspect, baseline=root / "population", alpha=0.01)
+    plan = write_plan(tmp_path / "plan.json", baseline=root / "population")
+    audit = run_audit(paths[0], suspect, baseline=root / "population", plan=plan)
     doc = audit_doc(audit)
-    assert doc["verdict"]["label"] == DERIVED
+    assert doc["verdict"]["label"] == DERIVED and doc["plan"]["sha256"] == plan.digest and doc["exploratory"] is None
     assert doc["verdict"]["body_only"]["label"] == DERIVED
-    assert "robust-match" in doc["verdict"]["deciding"] and "robust-match" not in doc["verdict"]["body_only"]["deciding"]
     assert doc["baseline"]["size"] == MEMBERS
     by_name = {m["name"]: m for m in doc["methods"]}
     remaining = (MEMBERS - 1) * (MEMBERS - 2) // 2  # pairs without m0
     for method in ("norm", "pcs"):
         population = by_name[method]["population"]
         assert population["n_pairs"] == remaining and population["n_models"] == MEMBERS - 1
-        assert population["pvalue"] == pytest.approx(1 / (remaining + 1))  # beyond every independent pair
-        assert population["tail"]["log10_pvalue"] < population["log10_pvalue"]
+        assert population["effective_pairs"] <= remaining
+        assert population["pvalue"] == pytest.approx(1 / (population["effective_pairs"] + 1))  # beyond every pair
+        assert by_name[method]["comparability"]["kept_count"] == remaining
     assert by_name["pcs"]["vote"]["source"] == "within-pair exact test"
-    assert by_name["pcs"]["calibration"]["n"] == MEMBERS * (MEMBERS - 1) // 2 - (MEMBERS - 1)
+    assert by_name["pcs"]["calibration"]["n"] == remaining
+    assert by_name["pcs"]["calibration"]["min_attainable"] == pytest.approx(10 ** by_name["pcs"]["null"]["min_log10_pvalue"])
+    # 15 pairs of 6 models cannot reach 0.01: the population methods say so and do not count
+    robust = by_name["robust-match"]["vote"]
+    assert not robust["counts"] and robust["reason"].startswith("no comparable population")
+    assert "robust-match" not in doc["verdict"]["deciding"]
+    assert {"norm", "pcs", "neuron-match"} <= set(doc["verdict"]["deciding"])
+    assert all(by_name[m]["vote"]["source"] == "within-pair exact test" for m in doc["verdict"]["deciding"])
 
 
-def test_stranger_is_not_rejected(world):
+def test_stranger_is_not_rejected(world, tmp_path):
     root, paths, _, stranger = world
-    audit = run_audit(paths[1], stranger, baseline=root / "population", alpha=0.01)
+    plan = write_plan(tmp_path / "plan.json", baseline=root / "population")
+    audit = run_audit(paths[1], stranger, baseline=root / "population", plan=plan)
     assert audit.verdict.label == NOT_REJECTED
+    assert run_audit(paths[1], stranger, baseline=root / "population").verdict.label == EXPLORATORY
 
 
 def test_audit_json_is_byte_identical_and_seed_must_match(world):
@@ -77,15 +88,26 @@ def test_audit_json_is_byte_identical_and_seed_must_match(world):
 def test_evaluate_a_reported_number(world, run_cli):
     root, _, _, _ = world
     population = Population.open(root / "population")
-    null = population.pair_table("attn-std").statistics
+    null = population.pair_table("attn-std")
+    floor = 1 / (1 + effective_pairs(null.statistics, list(null.pairs)))
     code, out, err = run_cli("evaluate", "--method", "attn-std", "--statistic", "1.0", "--baseline", root / "population",
-                             "--depth", "4", "48")
+                             "--depth", "4", "5", "--alpha", "0.25")
     assert code == 0, err
-    assert f"empirical p = {1 / (null.size + 1):.4g} (0 pair(s) at least as similar" in out
-    assert "depth(s) [48] lie outside" in out
-    code, _, err = run_cli("evaluate", "--method", "nope", "--statistic", "0.5", "--baseline", root / "population")
+    assert f"empirical p = {max(floor, 1 / (null.statistics.size + 1)):.4g} (0 pair(s) at least as similar" in out
+    assert "kept 21 pair(s), dropped 0" in out
+    # outside the population's range: no p-value, what would be needed, exit 4
+    code, out, err = run_cli("evaluate", "--method", "attn-std", "--statistic", "0.927", "--baseline", root / "population",
+                             "--depth", "48", "48")
+    assert code == 4 and out == "" and "no p-value" in err and "32-72 layers" in err
+    # comparable, but 21 pairs of 7 models cannot reach 0.01
+    code, out, err = run_cli("evaluate", "--method", "attn-std", "--statistic", "0.9", "--baseline", root / "population",
+                             "--depth", "4", "4")
+    assert code == 4 and "cannot reach alpha 0.01" in err
+    code, _, err = run_cli("evaluate", "--method", "nope", "--statistic", "0.5", "--baseline", root / "population",
+                           "--depth", "4")
     assert code == 2 and "unknown method" in err
-    code, _, err = run_cli("evaluate", "--method", "attn-std", "--statistic", "1.5", "--baseline", root / "population")
+    code, _, err = run_cli("evaluate", "--method", "attn-std", "--statistic", "1.5", "--baseline", root / "population",
+                           "--depth", "4")
     assert code == 2 and "outside [-1, 1]" in err
 
 
@@ -95,7 +117,7 @@ def test_scan_ranks_the_true_parent_first(world, run_cli):
     assert code == 0, err
     ranked = [line.split()[1] for line in out.splitlines()[1:4]]
     assert ranked[0] == str(paths[0])
-    assert "derived (BH <= alpha)" in out.splitlines()[1]
+    assert "yes (BH <= alpha)" in out.splitlines()[1] and "Exploratory" in out
 
 
 def test_scan_fingerprints_the_suspect_once_and_matches_one_audit_per_candidate(world, monkeypatch):

@@ -90,8 +90,8 @@ def test_pvalue_formatting_beyond_float_range(log10_p, text):
     (["compare", "A", "B", "--baseline", "P", "--budget", "1000"], "--budget cannot be used with --baseline"),
     (["compare", "A", "B", "--methods", "attn-std", "--budget", "1000"], "none of the chosen methods has a fingerprint budget"),
     (["verify", "r.pdf", "--baseline", "P"], "--baseline is only read by --recompute"),
-    (["report", "A", "B", "--out", "r.pdf", "--p12", "k.p12", "--key", "k.pem"], "--p12 holds the key and certificate"),
-    (["report", "A", "B", "--out", "r.pdf", "--key", "k.pem"], "--key and --cert go together"),
+    (["report", "A", "B", "--out", "r.pdf", "--plan", "p.json", "--p12", "k.p12", "--key", "k.pem"], "--p12 holds the key and certificate"),
+    (["report", "A", "B", "--out", "r.pdf", "--plan", "p.json", "--key", "k.pem"], "--key and --cert go together"),
 ])
 def test_flags_meaningless_in_context_are_refused(capsys, argv, phrase):
     """Refused by the parser (usage line, exit 2) before any file is opened: A, B, P need not exist."""

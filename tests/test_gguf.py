@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from audit import open_checkpoint
-from audit.auditor import run_audit
+from audit.auditor import run_audit, write_plan
 from audit.checkpoint.gguf_file import unpermute_rows
 from audit.checkpoint.vocabulary import shared_tokens
 from audit.errors import InputError
@@ -63,7 +63,8 @@ def test_gguf_reads_back_its_original(original, tmp_path, qtype):
 @pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_0"])
 def test_compare_calls_a_gguf_of_the_model_derived(original, tmp_path, qtype):
     path = write_gguf(original, tmp_path / f"m-{qtype}.gguf", qtype=qtype)
-    audit = run_audit(original, path, methods=["attn-std", "norm", "pcs", "neuron-match"])
+    plan = write_plan(tmp_path / "plan.json", methods=["attn-std", "norm", "pcs", "neuron-match"])
+    audit = run_audit(original, path, plan=plan)
     results = {o.method.name: o.result for o in audit.comparison.outcomes}
     assert results["attn-std"].statistic > 0.99  # same profiles within the quantisation's error
     assert results["norm"].statistic == pytest.approx(1.0, abs=1e-6)  # norm gains stay F32

@@ -23,6 +23,7 @@ from audit.stats import (
     seeded_subset,
     spearman_log10,
 )
+from audit.stats.permutation import cantelli_log10, chatterjee_log10, max_statistic, tail_bound_log10
 
 
 @pytest.mark.parametrize("df", [3, 30, 500])
@@ -80,22 +81,67 @@ def test_exact_permutation_test_equals_enumeration():
     assert result.pvalue == pytest.approx(np.mean(every >= np.trace(m) - 1e-12))
     assert np.allclose(np.sort(result.null_distribution), np.sort(every))
     assert result.tail is None  # nothing beyond an enumerated null
+    assert 10 ** result.null.min_log10_pvalue == pytest.approx(np.mean(every >= every.max() - 1e-12))
     mean, var = hoeffding_moments(m)
     assert mean == pytest.approx(every.mean()) and var == pytest.approx(every.var())
 
 
-def test_monte_carlo_permutation_test():
+def test_monte_carlo_permutation_test_combines_draws_and_a_conservative_bound():
     rng = np.random.default_rng(5)
     m = rng.normal(size=(30, 30)) + 3 * np.eye(30)
     result = linear_permutation_test(m, n_resamples=999, seed=7, unit="coordinates")
     exceed = np.count_nonzero(result.null_distribution >= result.statistic)
     assert result.null.kind == MONTE_CARLO and result.null.size == 999 and result.null.seed == 7
-    assert result.pvalue == pytest.approx((1 + exceed) / 1000)
-    assert result.pvalue == pytest.approx(1 / 1000)  # trace far above any permutation
-    assert result.null.min_log10_pvalue == pytest.approx(-3.0)
-    assert result.tail.log10_pvalue < -5
+    assert 10 ** result.null.monte_carlo_log10_pvalue == pytest.approx((1 + exceed) / 1000)
+    assert result.null.bound_log10_pvalue == pytest.approx(tail_bound_log10(m, np.trace(m)))
+    assert exceed == 0  # so the bound may replace the Monte Carlo floor
+    assert result.pvalue == pytest.approx(min(1 / 1000, 10 ** result.null.bound_log10_pvalue))
+    assert "Cantelli" in result.null.bound and "Chatterjee" in result.null.bound
+    # the true floor: the bound at the largest attainable statistic, or the Monte Carlo floor
+    top = max_statistic(m)
+    assert top >= np.trace(m)
+    assert result.null.min_log10_pvalue == pytest.approx(min(-3.0, tail_bound_log10(m, top)))
+    # a statistic inside the null: the Monte Carlo p, whatever the bound
+    weak = linear_permutation_test(rng.normal(size=(30, 30)), n_resamples=999, seed=7, unit="coordinates")
+    assert weak.log10_pvalue == weak.null.monte_carlo_log10_pvalue > -3.0
     again = linear_permutation_test(m, n_resamples=999, seed=7, unit="coordinates")
     assert np.array_equal(result.null_distribution, again.null_distribution)
+
+
+def test_the_bound_reaches_below_the_monte_carlo_floor_far_out():
+    rng = np.random.default_rng(3)
+    m = rng.normal(size=(200, 200)) + 20 * np.eye(200)  # trace ~ 4000 against a null sd of ~ 14
+    result = linear_permutation_test(m, n_resamples=999, seed=1, unit="coordinates")
+    assert result.null.monte_carlo_log10_pvalue == pytest.approx(-3.0)
+    assert result.log10_pvalue < -10  # the deterministic bound, not the 1/1000 floor
+    assert result.log10_pvalue == pytest.approx(result.null.bound_log10_pvalue)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tail_bound_is_never_below_the_exact_pvalue(seed):
+    rng = np.random.default_rng(seed)
+    n = 5 + seed % 3
+    m = rng.normal(size=(n, n)) * rng.uniform(0.1, 3) + rng.uniform(0, 3) * np.eye(n)
+    if seed % 2:
+        m = np.abs(m) ** 3  # skewed entries
+    every = np.array([m[np.arange(n), list(p)].sum() for p in itertools.permutations(range(n))])
+    mean, var = hoeffding_moments(m)
+    assert mean == pytest.approx(every.mean()) and var == pytest.approx(every.var())
+    for t in np.unique(every):
+        exact = np.mean(every >= t - 1e-12)
+        assert 10 ** tail_bound_log10(m, t) >= exact - 1e-12
+        assert 10 ** cantelli_log10(t - mean, var) >= exact - 1e-12
+        assert 10 ** chatterjee_log10(m, t) >= exact - 1e-12
+    assert max_statistic(m) == pytest.approx(every.max())
+
+
+def test_model_based_tail_is_hidden_when_the_normal_does_not_fit():
+    m = np.zeros((40, 40))
+    m[0, 0] = 1.0  # T is 1 with probability 1/40, else 0: nothing like a normal
+    result = linear_permutation_test(m, n_resamples=999, seed=2, unit="coordinates")
+    assert result.tail is None
+    m = np.random.default_rng(1).normal(size=(60, 60))
+    assert linear_permutation_test(m, n_resamples=999, seed=2, unit="coordinates").tail is not None
 
 
 def test_seeded_streams_are_pure_functions_of_seed_and_key():

@@ -17,9 +17,11 @@ def signed(world, tmp_path_factory, run_cli_module):
     code, _, err = run_cli_module({"AUDIT_PASSPHRASE": "s3cret"}, "keygen", "--name", "Test Auditor", "--org", "Lab", "--out", keys)
     assert code == 0, err
     out = keys / "case.pdf"
+    code, _, err = run_cli_module({}, "plan", "--out", keys / "plan.json", "--baseline", root / "population")
+    assert code == 0, err
     code, stdout, err = run_cli_module({"AUDIT_PASSPHRASE": "s3cret"}, "report", paths[0], suspect, "--baseline",
-                                       root / "population", "--out", out, "--p12", keys / "test-auditor.p12",
-                                       "--case-id", "CASE-7")
+                                       root / "population", "--plan", keys / "plan.json", "--out", out, "--p12",
+                                       keys / "test-auditor.p12", "--case-id", "CASE-7")
     assert code == 0, err
     assert "Evidence against independent training" in stdout
     return out, keys / "test-auditor.cert.pem", paths[0], suspect
@@ -65,6 +67,10 @@ def test_manifest_holds_the_verdict_and_hashes(signed, tmp_path):
     assert manifest["case"]["id"] == "CASE-7"
     assert manifest["auditor"]["common_name"] == "Test Auditor" and manifest["auditor"]["self_signed"]
     assert manifest["audit"]["verdict"]["label"] == "derived"
+    plan = json.loads((pdf.parent / "plan.json").read_text())
+    assert manifest["audit"]["plan"]["sha256"] == __import__("hashlib").sha256((pdf.parent / "plan.json").read_bytes()).hexdigest()
+    assert manifest["audit"]["plan"]["created"] == plan["created"] and manifest["audit"]["exploratory"] is None
+    assert manifest["audit"]["decision"]["rule"].startswith("Holm")
     assert set(manifest["audit"]["models"][0]["files"]) == {"model.safetensors", "config.json", "tokenizer.json"}
 
 
@@ -114,7 +120,8 @@ def test_wrong_passphrase_leaves_no_file(world, tmp_path, run_cli_module):
     assert code == 0
     out = tmp_path / "never.pdf"
     code, stdout, err = run_cli_module({"AUDIT_PASSPHRASE": "wrong"}, "report", paths[0], suspect, "--baseline",
-                                       root / "population", "--out", out, "--p12", tmp_path / "x.p12")
+                                       root / "population", "--plan", tmp_path / "unread.json", "--out", out, "--p12",
+                                       tmp_path / "x.p12")
     assert code == 2 and err.count("\n") == 1 and "wrong passphrase" in err
     assert not out.exists() and list(tmp_path.glob("*.tmp")) == []
 
@@ -129,7 +136,9 @@ def test_report_without_baseline_counts_exact_tests_only(world, tmp_path, run_cl
     env = {"AUDIT_PASSPHRASE": "pw"}
     assert run_cli_module(env, "keygen", "--name", "Solo", "--org", "Lab", "--out", tmp_path)[0] == 0
     out = tmp_path / "solo.pdf"
-    code, stdout, err = run_cli_module(env, "report", paths[0], suspect, "--out", out, "--p12", tmp_path / "solo.p12")
+    assert run_cli_module({}, "plan", "--out", tmp_path / "plan.json")[0] == 0
+    code, stdout, err = run_cli_module(env, "report", paths[0], suspect, "--out", out, "--p12", tmp_path / "solo.p12",
+                                       "--plan", tmp_path / "plan.json")
     assert code == 0, err
     code, text, _ = run_cli_module({}, "verify", out, "--trust", tmp_path / "solo.cert.pem", "--recompute")
     assert code == 0, text
@@ -154,6 +163,27 @@ def test_verify_recompute_refuses_another_population(signed, world, tmp_path, ru
     assert code == 1 and "FAIL baseline: " in out and "is not the audited population's" in out
 
 
+def test_signed_report_refuses_an_analysis_off_its_plan(world, tmp_path, run_cli_module):
+    root, paths, suspect, _ = world
+    env = {"AUDIT_PASSPHRASE": "pw"}
+    assert run_cli_module(env, "keygen", "--name", "Off", "--org", "Lab", "--out", tmp_path)[0] == 0
+    assert run_cli_module({}, "plan", "--out", tmp_path / "plan.json", "--baseline", root / "population")[0] == 0
+    out = tmp_path / "off.pdf"
+    base = ("report", paths[0], suspect, "--baseline", root / "population", "--out", out, "--p12", tmp_path / "off.p12")
+    code, _, err = run_cli_module(env, *base, "--plan", tmp_path / "plan.json", "--methods", "norm")
+    assert code == 2 and "differs from it" in err and "methods norm instead of" in err
+    code, _, err = run_cli_module(env, *base, "--plan", tmp_path / "plan.json", "--alpha", "0.05")
+    assert code == 2 and "alpha 0.05 instead of 0.01" in err
+    code, _, err = run_cli_module(env, *base)
+    assert code == 2 and "--plan" in err  # no plan: no signed report
+    assert run_cli_module({}, "plan", "--out", tmp_path / "alone.json")[0] == 0
+    code, _, err = run_cli_module(env, *base, "--plan", tmp_path / "alone.json")
+    assert code == 2 and "plan was made for population none" in err
+    plan = tmp_path / "plan.json"
+    plan.write_text(plan.read_text().replace('"alpha": 0.01', '"alpha":0.01'))
+    code, _, err = run_cli_module(env, *base, "--plan", plan)
+    assert code == 2 and "edited" in err  # a plan is read only in the canonical form its hash was taken of
+    assert not out.exists()
 def test_inputs_come_from_the_audit_record_not_from_reopening_the_models(tmp_path):
     """The report describes the bytes the audit hashed: with the models gone afterwards, the inputs are intact."""
     import shutil

@@ -89,8 +89,8 @@ def _compare(args: argparse.Namespace) -> int:
         args.error("--budget cannot be used with --baseline: the population's fingerprints were made with the default budget")
     from audit.auditor import run_audit
 
-    audit = run_audit(args.a, args.b, baseline=args.baseline, methods=names, seed=args.seed, alpha=_alpha(args),
-                      hash_cache=_hash_cache(args))
+    audit = run_audit(args.a, args.b, baseline=args.baseline, methods=names, seed=args.seed, alpha=args.alpha,
+                      hash_cache=_hash_cache(args), plan=_plan_file(args.plan))
     if args.json:
         write_json(args.json, audit_doc(audit))
     print(format_audit(audit))
@@ -99,6 +99,25 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _alpha(args: argparse.Namespace) -> float:
     return DEFAULT_ALPHA if args.alpha is None else args.alpha
+
+
+def _plan_file(path: str | None):
+    from audit.evidence.plan import Plan
+
+    return Plan.load(path) if path else None
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from audit.auditor import write_plan
+
+    plan = write_plan(args.out, baseline=args.baseline, methods=_method_names(args.methods), alpha=_alpha(args),
+                      seed=args.seed)
+    print(f"analysis plan: {args.out}")
+    print(f"sha256 {plan.digest}, written {plan.created}")
+    print(f"methods {', '.join(plan.methods)}; alpha {plan.alpha:g}; seed {plan.seed}; population "
+          f"{plan.population_name or 'none'} {plan.population or ''}".rstrip())
+    print(f"comparability: {plan.rule.describe()}")
+    return 0
 
 
 def _baseline(args: argparse.Namespace) -> int:
@@ -167,7 +186,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from audit.auditor import evaluate_statistic
     from audit.format.text import format_evaluation
 
-    result = evaluate_statistic(args.method, args.statistic, baseline=args.baseline, depths=args.depth or ())
+    result = evaluate_statistic(args.method, args.statistic, baseline=args.baseline, depths=args.depth,
+                                widths=args.width or (), alpha=_alpha(args))
     print(format_evaluation(result))
     return 0
 
@@ -204,7 +224,10 @@ def _report(args: argparse.Namespace) -> int:
     default = f"{Path(args.a).name}-vs-{Path(args.b).name}".replace("@", "-")  # "org/name@rev" ids too
     case_id = check_case_id(args.case_id or default)
     audit = run_audit(args.a, args.b, baseline=args.baseline, methods=_method_names(args.methods), seed=args.seed,
-                      alpha=_alpha(args))
+                      alpha=args.alpha, plan=_plan_file(args.plan))
+    if audit.exploratory:
+        raise AuditError(f"a signed report decides by its analysis plan; this analysis differs from it "
+                         f"({'; '.join(audit.exploratory)}): run without those options or write a new plan")
     verify = f"audit verify {args.out} --trust CERT.pem --models {args.a} {args.b} --recompute"
     path = write_report(audit, args.out, key=key, case_id=case_id, command="audit " + shlex.join(args.argv),
                         verify_command=verify, timestamp_url=args.tsa)
@@ -254,8 +277,8 @@ def _audit_options(parser: argparse.ArgumentParser) -> None:
     """Options of every command that runs an audit (compare, scan, report)."""
     parser.add_argument("--methods", nargs="+", metavar="NAME", help="methods to run (default: all), e.g. pcs norm")
     parser.add_argument("--baseline", metavar="DIR", help="baseline population of independently trained models")
-    parser.add_argument("--alpha", type=float, help=f"significance level (default {DEFAULT_ALPHA})")
-    parser.add_argument("--seed", type=int, help="seed of every random choice (default 0, or the baseline's)")
+    parser.add_argument("--alpha", type=float, help=f"significance level (default: the plan's, else {DEFAULT_ALPHA})")
+    parser.add_argument("--seed", type=int, help="seed of every random choice (default: the plan's, or the baseline's, or 0)")
 
 
 def _command(commands, name: str, run, **kwargs) -> argparse.ArgumentParser:
@@ -285,8 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     _audit_options(compare)
     _hash_cache_option(compare)
     compare.add_argument("--json", metavar="FILE", help="also write the results document (JSON) to FILE")
+    compare.add_argument("--plan", metavar="FILE", help="decide by this analysis plan (without one: exploratory, no verdict)")
     compare.add_argument("--budget", type=int, metavar="BYTES",
                          help="fingerprint byte budget of the methods that have one (larger: more power; not with --baseline)")
+
+    plan = _command(commands, "plan", _plan, help="write a pre-registered analysis plan before reading any model")
+    plan.add_argument("--out", required=True, metavar="FILE", help="where to write the plan (JSON)")
+    plan.add_argument("--baseline", metavar="DIR", help="the baseline population the plan commits to (by digest)")
+    plan.add_argument("--methods", nargs="+", metavar="NAME", help="methods that count (default: all)")
+    plan.add_argument("--alpha", type=float, help=f"significance level (default {DEFAULT_ALPHA})")
+    plan.add_argument("--seed", type=int, help="seed of every random choice (default 0, or the baseline's)")
 
     baseline = _command(commands, "baseline", _baseline, help="build and inspect baseline populations of independent models")
     actions = baseline.add_subparsers(dest="action", required=True)
@@ -331,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--method", required=True, help="method that produced the number, e.g. attn-std")
     evaluate.add_argument("--statistic", type=float, required=True, help="the reported value, e.g. 0.927")
     evaluate.add_argument("--baseline", required=True, metavar="DIR", help="baseline population folder")
-    evaluate.add_argument("--depth", type=int, nargs="+", metavar="L", help="depths of the models in the case")
+    evaluate.add_argument("--depth", type=int, nargs="+", metavar="L", required=True, help="depths of the models in the case")
+    evaluate.add_argument("--width", type=int, nargs="+", metavar="D", help="their residual widths, when known")
+    evaluate.add_argument("--alpha", type=float, help=f"significance level (default {DEFAULT_ALPHA})")
 
     scan_ = _command(commands, "scan", _scan, help="rank candidate parents of a suspect (Benjamini-Hochberg across candidates)")
     scan_.add_argument("suspect")
@@ -344,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("b")
     report.add_argument("--out", required=True, metavar="PDF", help="where to write the report (atomically)")
     report.add_argument("--case-id", help="case identifier shown on every page")
+    report.add_argument("--plan", required=True, metavar="FILE", help="the pre-registered analysis plan (audit plan); "
+                        "--methods, --alpha and --seed must agree with it")
     _audit_options(report)
     report.add_argument("--p12", metavar="FILE", help="PKCS#12 signing key and certificate")
     report.add_argument("--key", metavar="PEM", help="PEM private key (with --cert)")

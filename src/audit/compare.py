@@ -43,6 +43,16 @@ class ModelInfo:
     config: Mapping[str, Any] | None = None  # config.json as read
 
     @property
+    def hidden(self) -> int | None:
+        """Residual width (for the comparability rule)."""
+        return self.architecture.get("hidden")
+
+    @property
+    def vocab(self) -> int | None:
+        """Embedding rows (for the comparability rule)."""
+        return self.architecture.get("vocab")
+
+    @property
     def fresh(self) -> bool:
         """Every file hashed now, none taken from the hash cache (what a signed report requires)."""
         return all(self.hashed.get(name, "fresh") == "fresh" for name in self.files)

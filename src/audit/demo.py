@@ -1,7 +1,8 @@
 """`audit demo`: the whole pipeline on a bundled pair, end to end, with a demo key.
 
-It audits a derived pair of the bundled reference zoo against the shipped
-baseline population (the zoo's independent models), signs with an ephemeral
+It writes an analysis plan (all methods, alpha 0.01, the shipped baseline's
+digest), audits a derived pair of the bundled reference zoo by it against the
+shipped baseline population (the zoo's independent models), signs with an ephemeral
 key whose certificate says it is a demo key, and writes the report and that
 certificate, so the printed `audit verify` command can be run as is.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audit.atomic import write_atomic
-from audit.auditor import run_audit
+from audit.auditor import run_audit, write_plan
 from audit.errors import InputError
 from audit.report.build import write_report
 from audit.resources import resource_dir
@@ -57,9 +58,10 @@ def run_demo(out: str | Path = "reports/demo.pdf") -> DemoResult:
     a, b = demo_pair(zoo_root)
     relative = [_shorter(p) for p in (a, b, baseline)]
     key = demo_key()
-    audit = run_audit(relative[0], relative[1], baseline=relative[2])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # the default reports/ need not exist where a wheel user runs it
+    plan = write_plan(out.with_name(out.stem + "-plan.json"), baseline=relative[2])  # fixed before any model is read
+    audit = run_audit(relative[0], relative[1], baseline=relative[2], plan=plan)
     certificate = write_atomic(out.with_name(out.stem + "-cert.pem"), key.certificate_pem)
     command = f"audit demo --out {out}"
     verify = f"audit verify {out} --trust {certificate} --recompute"

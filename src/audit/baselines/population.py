@@ -135,7 +135,11 @@ class PairTable:
 
     def without(self, excluded: set[str]) -> PairTable:
         """The pairs that involve none of ``excluded`` (e.g. a suspect that is also a member)."""
-        keep = [i for i, (a, b) in enumerate(self.pairs) if a not in excluded and b not in excluded]
+        return self.subset([i for i, (a, b) in enumerate(self.pairs) if a not in excluded and b not in excluded])
+
+    def subset(self, keep: Sequence[int]) -> PairTable:
+        """The pairs at indices ``keep`` (e.g. those a comparability rule keeps)."""
+        keep = list(keep)
         return PairTable(self.method, tuple(self.pairs[i] for i in keep), self.statistics[keep],
                          None if self.log10_pvalues is None else self.log10_pvalues[keep], self.skipped)
 

@@ -74,7 +74,7 @@ def model_doc(info) -> dict:
     return {"label": info.label, "path": info.path, "sha256": info.sha256, "files": dict(info.files),
             "hashed": {name: info.hashed.get(name, "fresh") for name in info.files},
             "hub": info.hub, "resolved": dict(info.resolved),
-            "family": info.family, "depth": info.depth}
+            "family": info.family, "depth": info.depth, "hidden": info.hidden, "vocab": info.vocab}
 
 
 def outcome_doc(outcome) -> dict:
@@ -128,35 +128,45 @@ def comparison_doc(comparison) -> dict:
 
 
 def evidence_doc(evidence, holm: Mapping[str, float]) -> dict:
-    """A :class:`~audit.auditor.MethodEvidence`: population test, calibration and vote of one method."""
+    """A :class:`~audit.auditor.MethodEvidence`: comparability, population test, calibration and vote of one method."""
     out: dict[str, Any] = {}
+    if evidence.comparability is not None:
+        out["comparability"] = dict(evidence.comparability)
     if evidence.population is not None:
         pop = evidence.population
         out["population"] = {
             "statistic": pop.statistic, "pvalue": pop.pvalue, "log10_pvalue": pop.log10_pvalue,
-            "min_pvalue": pop.min_pvalue, "n_pairs": pop.n_pairs, "n_models": pop.n_models,
-            "disjoint_pairs": pop.disjoint_pairs, "exceedances": pop.exceedances,
+            "min_pvalue": pop.min_pvalue, "n_pairs": pop.n_pairs, "effective_pairs": pop.effective_pairs,
+            "n_models": pop.n_models, "disjoint_pairs": pop.disjoint_pairs, "exceedances": pop.exceedances,
             "null_values": [float(v) for v in pop.null_distribution],
             "tail": None if pop.tail is None else {**dataclasses.asdict(pop.tail), "label": "model-based"},
-            "comparability": dict(evidence.comparability or {}),
+            "tail_note": pop.tail_note,
         }
     if evidence.calibration is not None:
         cal = evidence.calibration
+        worst = cal.worst
         out["calibration"] = {
-            "scheme": evidence.calibration_scheme, "alpha": cal.alpha, "n": cal.n,
+            "scheme": cal.scheme, "alpha": cal.alpha, "n": cal.n,
             "false_positives": cal.false_positives, "fpr": cal.fpr, "fpr_binomial_pvalue": cal.fpr_binomial_pvalue,
             "ks_statistic": cal.ks_statistic, "ks_pvalue": cal.ks_pvalue, "ks_smaller_pvalue": cal.ks_smaller_pvalue,
             "min_attainable": cal.min_attainable, "calibrated": cal.calibrated, "reason": cal.reason,
+            "groups": [g.to_dict() for g in cal.groups], "worst_group": None if worst is None else worst.to_dict(),
             "pvalues": [float(p) for p in cal.pvalues],
         }
     vote = evidence.vote
     out["vote"] = {"counts": vote.counts, "log10_pvalue": vote.log10_pvalue, "source": vote.source,
-                   "reason": vote.reason, "holm_log10_pvalue": holm.get(vote.method)}
+                   "reason": vote.reason, "min_log10_pvalue": vote.min_log10_pvalue,
+                   "holm_log10_pvalue": holm.get(vote.method)}
     return out
 
 
+def plan_doc(plan) -> dict:
+    """An :class:`~audit.evidence.plan.Plan`: its content, time and SHA-256."""
+    return {**plan.document(), "sha256": plan.digest}
+
+
 def audit_doc(audit) -> dict:
-    """An :class:`~audit.auditor.Audit`: the results document with population evidence and the verdict."""
+    """An :class:`~audit.auditor.Audit`: the results document with population evidence, the plan and the verdict."""
     doc = comparison_doc(audit.comparison)
     for entry, evidence in zip(doc["methods"], audit.evidence):
         entry |= evidence_doc(evidence, audit.verdict.holm_log10)
@@ -167,9 +177,16 @@ def audit_doc(audit) -> dict:
             "members": sorted(base.members), "description": base.description,
             "pairs": {e.outcome.method.name: e.population.n_pairs for e in audit.evidence if e.population},
         }
+    doc["plan"] = None if audit.plan is None else plan_doc(audit.plan)
+    doc["exploratory"] = list(audit.exploratory) or None
+    doc["comparability_rule"] = {**audit.rule.to_dict(), "description": audit.rule.describe()}
     verdict = audit.verdict
     doc["alpha"] = verdict.alpha
-    doc["combined"] = {"pvalue": verdict.pvalue, "log10_pvalue": verdict.log10_pvalue, "method": verdict.combination}
+    doc["decision"] = {"rule": verdict.combination, "k": len(verdict.deciding), "pvalue": verdict.pvalue,
+                       "log10_pvalue": verdict.log10_pvalue, "rejected": list(verdict.rejected)}
+    doc["combined"] = {"method": "cauchy combination (shown beside the decision; never decides)",
+                       "log10_pvalue": verdict.combined_log10,
+                       "pvalue": None if verdict.combined_log10 is None else 10.0 ** verdict.combined_log10}
     body = audit.body_verdict
     doc["verdict"] = {"label": verdict.label, "headline": verdict.headline, "reason": verdict.reason,
                       "deciding": list(verdict.deciding), "power": dict(verdict.power),

@@ -68,64 +68,85 @@ def format_comparison(comparison: Comparison) -> str:
 
 
 def format_audit(audit: Audit) -> str:
-    """`audit compare --baseline`: the method table, then population, calibration and verdict lines."""
+    """`audit compare --baseline`: the method table, then comparability, population, calibration, plan and verdict."""
+    from audit.evidence import EXPLORATORY
     from audit.stats import format_pvalue
 
     lines = [format_comparison(audit.comparison), ""]
     if audit.baseline is not None:
-        lines.append(f"baseline: {audit.baseline.name} ({len(audit.baseline.members)} models, seed {audit.baseline.seed})")
-        header = ("method", "population p", "model-based p", "pairs", "calibration", "counts")
+        lines.append(f"baseline: {audit.baseline.name} ({len(audit.baseline.members)} models, seed {audit.baseline.seed}); "
+                     f"comparability: {audit.rule.describe()}")
+        header = ("method", "population p", "model-based p", "pairs kept/dropped", "n_eff", "calibration (worst group)",
+                  "counts")
         rows = []
         for e in audit.evidence:
-            pop, cal = e.population, e.calibration
+            pop, cal, comp = e.population, e.calibration, e.comparability
+            worst = cal.worst if cal else None
             rows.append((
                 e.outcome.method.name,
                 format_pvalue(pop.log10_pvalue) if pop else "-",
                 format_pvalue(pop.tail.log10_pvalue) if pop and pop.tail else "-",
-                str(pop.n_pairs) if pop else "-",
-                ("ok" if cal.calibrated else "MISCALIBRATED") + f" {cal.false_positives}/{cal.n}" if cal else "-",
+                f"{comp['kept_count']}/{comp['dropped_count']}" if comp else "-",
+                f"{pop.effective_pairs:.1f}" if pop else "-",
+                (("ok" if cal.calibrated else "MISCALIBRATED") + f" {cal.false_positives}/{cal.n}"
+                 + (f" ({worst.false_positives}/{worst.n})" if worst else "")) if cal else "-",
                 (e.vote.source or "") if e.vote.counts else f"no: {e.vote.reason}",
             ))
         lines += columns(header, rows)
         lines.append("")
     v = audit.verdict
-    combined = f"combined p = {format_pvalue(v.log10_pvalue)} ({v.combination})" if v.log10_pvalue is not None else "no combined p"
-    lines.append(f"verdict at alpha {v.alpha:g}: {v.label.upper()} - {v.headline}; {combined}")
+    if audit.plan is not None:
+        lines.append(f"analysis plan: sha256 {audit.plan.digest}, written {audit.plan.created}")
+    decision = (f"smallest Holm-adjusted p = {format_pvalue(v.log10_pvalue)} over {len(v.deciding)} method(s)"
+                if v.log10_pvalue is not None else "no counting method")
+    if v.combined_log10 is not None and len(v.deciding) > 1:
+        decision += f"; Cauchy combination {format_pvalue(v.combined_log10)} (shown, does not decide)"
+    if v.label == EXPLORATORY:
+        lines.append(f"EXPLORATORY (no verdict): {'; '.join(audit.exploratory)}; {decision}")
+    else:
+        lines.append(f"verdict at alpha {v.alpha:g}: {v.label.upper()} - {v.headline}; {decision}")
     lines.append(f"  {v.reason}")
     return "\n".join(lines)
 
 
 def format_evaluation(result: Evaluation) -> str:
-    """`audit evaluate`: a reported statistic against the population's null."""
-    from audit.stats import format_pvalue
+    """`audit evaluate`: a reported statistic against the comparable pairs of the population's null."""
     import numpy as np
 
-    test = result.test
+    from audit.stats import format_pvalue
+
+    test, comp = result.test, result.comparability
     lines = [
         f"{result.method} = {test.statistic:g} against population '{result.population}' "
-        f"({test.n_pairs} independent pairs of {test.n_models} models)",
-        f"empirical p = {test.pvalue:.4g} ({test.exceedances} pair(s) at least as similar; smallest attainable {test.min_pvalue:.4g})",
+        f"({test.n_pairs} comparable independent pairs of {test.n_models} models, worth {test.effective_pairs:.1f} "
+        "independent pairs)",
+        f"empirical p = {test.pvalue:.4g} ({test.exceedances} pair(s) at least as similar; smallest attainable "
+        f"{test.min_pvalue:.4g})",
     ]
     if test.tail is not None:
         lines.append(f"model-based p = {format_pvalue(test.tail.log10_pvalue)} (normal fitted to the {test.tail.transform} "
-                     f"null; {test.tail.gof_test} p = {test.tail.gof_pvalue:.3g})")
+                     f"null; {test.tail.gof_test} p = {test.tail.gof_pvalue:.3g}; shown beside, never decisive)")
+    elif test.tail_note:
+        lines.append(test.tail_note)
     quantiles = np.quantile(test.null_distribution, [0.5, 0.95, 0.99])
     lines.append(f"null: median {quantiles[0]:.4f}, 95% {quantiles[1]:.4f}, 99% {quantiles[2]:.4f}, max {test.null_distribution.max():.4f}")
-    lines.append(f"comparability: population depths {list(result.population_depths)}; {result.note}")
+    lines.append(f"comparability: {comp['rule']}; kept {comp['kept_count']} pair(s), dropped {comp['dropped_count']}")
+    lines.append("exploratory: a single reported number, outside any analysis plan")
     return "\n".join(lines)
 
 
 def format_scan(rows: Sequence[ScanRow], alpha: float) -> str:
-    """`audit scan`: candidates ranked by Benjamini-Hochberg-adjusted p."""
+    """`audit scan`: candidates ranked by Benjamini-Hochberg-adjusted p (exploratory)."""
     from audit.stats import format_pvalue
 
-    header = ("rank", "candidate", "combined p", "BH-adjusted p", "verdict")
+    header = ("rank", "candidate", "Holm p (pair)", "BH-adjusted p", "flagged")
     table = [(str(i + 1), r.candidate, format_pvalue(r.audit.verdict.log10_pvalue) if r.audit.verdict.log10_pvalue is not None else "-",
               format_pvalue(r.bh_log10_pvalue) if r.bh_log10_pvalue is not None else "-",
-              r.audit.verdict.label + (" (BH <= alpha)" if r.bh_log10_pvalue is not None and r.bh_log10_pvalue <= math.log10(alpha) else ""))
+              "yes (BH <= alpha)" if r.bh_log10_pvalue is not None and r.bh_log10_pvalue <= math.log10(alpha) else "no")
              for i, r in enumerate(rows)]
     lines = columns(header, table)
-    lines.append(f"Benjamini-Hochberg controls the false discovery rate across the {len(rows)} candidates at alpha {alpha:g}.")
+    lines.append(f"Benjamini-Hochberg controls the false discovery rate across the {len(rows)} candidates at alpha {alpha:g}. "
+                 "Exploratory: a scan follows no analysis plan; audit a flagged pair by a plan for a verdict.")
     return "\n".join(lines)
 
 

@@ -38,6 +38,8 @@ VERDICT_TEXT = {
                     "baseline population) would give the same result.",
     "inconclusive": "The audit cannot decide either way with the methods and baseline available for this pair; "
                     "the reason is given below.",
+    "exploratory": "This analysis does not follow a pre-registered analysis plan: its numbers are shown for "
+                   "exploration, and it gives no verdict.",
 }
 
 
@@ -170,17 +172,18 @@ def _limitations(manifest: Mapping[str, Any]) -> list[str]:
     doc = manifest["audit"]
     items = []
     if doc.get("baseline"):
-        floors = sorted({m["population"]["min_pvalue"] for m in doc["methods"] if m.get("population")})
+        floors = sorted((m["population"]["min_pvalue"], m["name"], m["population"]["effective_pairs"])
+                        for m in doc["methods"] if m.get("population"))
         if floors:
-            items.append(f"The population nulls rest on {doc['baseline']['size']} models; their empirical p-values cannot "
-                         f"be smaller than {floors[0]:.3g} at best ({floors[-1]:.3g} for the method with the fewest "
-                         "comparable pairs; each section states its own). Pairs of baseline models share models, so "
-                         "they are not independent draws; calibration leaves both models of each pair out.")
+            items.append(f"The population nulls rest on {doc['baseline']['size']} models. Pairs of baseline models share "
+                         f"models, so they are not independent draws: the comparable pairs are worth "
+                         f"{floors[0][2]:.1f} independent ones at best ({floors[0][1]}), and no population p-value can be "
+                         f"smaller than {floors[0][0]:.3g} ({floors[-1][0]:.3g} for {floors[-1][1]}). Calibration "
+                         "leaves one recorded group of members out at a time.")
         for m in doc["methods"]:
-            note = (m.get("population") or {}).get("comparability", {}).get("note")
-            if note and note != "same depth range":
-                items.append(f"{m['name']}: {note} (population depths {m['population']['comparability']['population_depths']}).")
-                break
+            vote = m.get("vote") or {}
+            if not vote.get("counts") and str(vote.get("reason", "")).startswith("no comparable population"):
+                items.append(f"{m['name']}: {vote['reason']}.")
     else:
         items.append("No baseline population was given: only exact within-pair tests count, and their calibration "
                      "on independently trained models was not checked in this audit.")
@@ -200,7 +203,7 @@ def render_report(manifest: Mapping[str, Any], manifest_bytes: bytes) -> bytes:
     doc = manifest["audit"]
     labels = (f"A: {Path(doc['models'][0]['path']).name}", f"B: {Path(doc['models'][1]['path']).name}")
     methods = [dict(m, figures=_figures(m, labels), about=m.get("explanation", ""), reference=m.get("reference", ""),
-                    population=m.get("population"), calibration=m.get("calibration"),
+                    population=m.get("population"), calibration=m.get("calibration"), comparability=m.get("comparability"),
                     detail=m.get("detail") or "")
                for m in doc["methods"]]
     context = {

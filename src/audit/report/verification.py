@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from audit.auditor import run_audit
+from audit.evidence.plan import Plan
 from audit.baselines import Population
 from audit.checkpoint import open_checkpoint
 from audit.errors import AuditError
@@ -87,8 +88,9 @@ def _recompute(manifest: dict, models: Sequence[str], baseline: str | None) -> l
     population, check = _population(doc, baseline)
     if check is not None and not check.ok:
         return [check]
+    plan = Plan.from_document(doc["plan"], "the report's analysis plan") if doc.get("plan") else None
     audit = run_audit(models[0], models[1], baseline=population, methods=[m["name"] for m in doc["methods"]],
-                      seed=doc["seed"], alpha=doc["alpha"])
+                      seed=doc["seed"], alpha=doc["alpha"], plan=plan)
     found = differences(doc, canonical(audit_doc(audit)))
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")

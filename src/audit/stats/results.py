@@ -23,7 +23,10 @@ class Null:
     ``size``: permutations enumerated (exact), resamples drawn (Monte Carlo) or
     None (parametric).  ``seed``: the derived seed of the random stream, so a
     Monte Carlo null can be replayed.  ``min_log10_pvalue``: the smallest p the
-    test can give (log10), e.g. log10 1/(n+1) for Monte Carlo.
+    test can give (log10): its true smallest attainable value, computed from
+    the test's construction, never the smallest one observed.  ``bound``: the
+    inequality behind a conservative tail bound, when one is used, with the
+    two p-values it was combined from.
     """
 
     kind: str
@@ -31,6 +34,9 @@ class Null:
     size: int | None = None
     seed: int | None = None
     min_log10_pvalue: float | None = None
+    bound: str | None = None
+    monte_carlo_log10_pvalue: float | None = None
+    bound_log10_pvalue: float | None = None
 
 
 @dataclass(frozen=True)
