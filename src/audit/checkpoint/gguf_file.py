@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from audit.checkpoint.dtypes import DTYPES, ITEMSIZE
-from audit.checkpoint.safetensors_file import MAX_TENSORS, TensorEntry
+from audit.checkpoint.safetensors_file import MAX_TENSORS, TensorEntry, close_mapped, drop_pages
 from audit.checkpoint.vocabulary import Vocabulary, vocabulary_from_gguf
 from audit.errors import InputError
 from audit.files import open_regular
@@ -299,18 +299,12 @@ class GGUFFile:
             stop = stored.offset + (stored.nbytes if last_byte is None else min(last_byte, stored.nbytes))
         else:  # a decoded copy was read: all its stored bytes are done with
             start, stop = stored.offset, stored.offset + stored.nbytes
-        start -= start % mmap.PAGESIZE
-        if stop > start:
-            self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        drop_pages(self._mmap, start, stop)
 
     def close(self) -> None:
         self._held = None
-        if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:  # views still alive; the map is released with them
-                pass
-            self._mmap = None
+        close_mapped(self._mmap)
+        self._mmap = None
 
     def __repr__(self) -> str:
         return f"GGUFFile({os.fspath(self.path)!r}, architecture={self.architecture!r}, tensors={len(self.entries)})"

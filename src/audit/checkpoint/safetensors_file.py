@@ -57,6 +57,24 @@ def looks_pickled(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and head[8:9] != b"{"
 
 
+
+def drop_pages(mapped: mmap.mmap, start: int, stop: int) -> None:
+    """Tell the kernel the bytes [start, stop) of a read-only map are done with, so a
+    large checkpoint read once does not stay resident (rounded down to a page)."""
+    start -= start % mmap.PAGESIZE
+    if stop > start:
+        mapped.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+
+def close_mapped(mapped: mmap.mmap | None) -> None:
+    """Close a map; views still alive keep it open until they go, which is harmless."""
+    if mapped is None:
+        return
+    try:
+        mapped.close()
+    except BufferError:
+        pass
+
 @dataclass(frozen=True)
 class TensorEntry:
     """Where one tensor lives inside its file."""
@@ -235,20 +253,14 @@ class SafetensorsFile:
             return
         start = self.data_start + entry.begin + first_byte
         stop = self.data_start + (entry.end if last_byte is None else entry.begin + last_byte)
-        start -= start % mmap.PAGESIZE
-        if stop > start:
-            self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        drop_pages(self._mmap, start, stop)
 
     def _mmap_size_changed(self) -> bool:
         return self._mmap is not None and len(self._mmap) != self.size
 
     def close(self) -> None:
-        if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:  # views still alive; the map is released with them
-                pass
-            self._mmap = None
+        close_mapped(self._mmap)
+        self._mmap = None
 
     def __repr__(self) -> str:
         return f"SafetensorsFile({os.fspath(self.path)!r}, tensors={len(self.entries)})"
