@@ -63,7 +63,7 @@ def splits(labels: dict) -> list[tuple[str, str, set[str], set[str]]]:
 
 
 def build_population(zoo, members: set[str], where: Path) -> Population:
-    population = Population.open_or_create(where, where.name, seed=SEED, description="held-out split of the zoo")
+    population = Population.open_or_create(where, name=where.name, seed=SEED, description="held-out split of the zoo")
     by_origin: dict[str, list[str]] = {}
     for name in sorted(members):
         by_origin.setdefault(f"reference zoo, {zoo.labels[name]['shard']}", []).append(name)

@@ -260,6 +260,19 @@ def test_verbose_reraises_the_original_exception(monkeypatch, model):
         cli.main(["--verbose", "inspect", str(model)])
 
 
+def test_a_reader_that_leaves_early_is_not_an_internal_error(model):
+    """`audit inspect --json | head -c 10`: the pipe breaks mid-output; no traceback, no "internal error",
+    exit 141 as a program killed by SIGPIPE (so `&&` after the pipe does not read it as success)."""
+    import subprocess
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte
+    done = subprocess.run([sys.executable, "-m", "audit.cli", "inspect", str(model), "--json"], stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert done.returncode == 141 and done.stderr == ""
+
+
 # ---- symlinks: followed, and the resolved path recorded ----------------------------------------------------
 def test_a_hub_style_snapshot_of_symlinks_records_resolved_paths(tmp_path, run_cli, model):
     blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "abc"

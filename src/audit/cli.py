@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import shlex
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -429,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = exc
     except KeyboardInterrupt:
         error = Interrupted()
+    except BrokenPipeError:  # the reader (`| head`) left: say nothing, exit as a SIGPIPE'd program does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # a bug, but the user still gets one line
         error = InternalError(exc)
     print(error.line(), file=sys.stderr)
