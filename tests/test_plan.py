@@ -54,10 +54,12 @@ def test_bad_plans_are_one_line_errors(tmp_path):
         with pytest.raises(InputError):
             Plan.load(tmp_path / "bad.json")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(InputError, match="not JSON"):
+    with pytest.raises(InputError, match="not valid JSON"):
         Plan.load(tmp_path / "bad.json")
     with pytest.raises(InputError, match="cannot read"):
         Plan.load(tmp_path / "missing.json")
+    with pytest.raises(InputError, match="character device, not an analysis plan"):
+        Plan.load("/dev/zero")  # read through the bounded reader: refused, not read forever
 
 
 def test_plan_command_writes_the_plan_and_prints_its_hash(tmp_path, run_cli):

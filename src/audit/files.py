@@ -37,6 +37,7 @@ LIMITS = {
     "tokenizer": 256 * MIB,
     "index": 64 * MIB,
     "mapping": 4 * MIB,
+    "plan": 4 * MIB,  # an analysis plan (audit plan)
     "population": 64 * MIB,
     "zoo": 64 * MIB,  # a labelled zoo's labels.json and pairs.json
     "pairs": 512 * MIB,
@@ -96,8 +97,13 @@ def require_regular(path: str | os.PathLike, what: str) -> os.stat_result:
     return found
 
 
+def _a(what: str) -> str:
+    """``what`` with its indefinite article ("an index", "a config")."""
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
+
+
 def _refuse(path: object, what: str, kind: str) -> NoReturn:
-    raise InputError(f"{shown(path, 300)}: is {kind}, not a {what} file")
+    raise InputError(f"{shown(path, 300)}: is {kind}, not {_a(what)} file")
 
 
 def open_regular(path: str | os.PathLike, *, what: str) -> BinaryIO:
@@ -126,12 +132,12 @@ def read_file(path: str | os.PathLike, *, limit: int, what: str) -> bytes:
         try:
             size = os.fstat(handle.fileno()).st_size
             if size > limit:
-                raise InputError(f"{shown(path, 300)}: {size:,} bytes is over the {limit:,}-byte limit of a {what} file")
+                raise InputError(f"{shown(path, 300)}: {size:,} bytes is over the {limit:,}-byte limit of {_a(what)} file")
             data = handle.read(limit + 1)
         except OSError as exc:
             raise InputError(f"{shown(path, 300)}: cannot read {what}: {exc.strerror or exc}") from None
     if len(data) > limit:
-        raise InputError(f"{shown(path, 300)}: grew past the {limit:,}-byte limit of a {what} file while being read")
+        raise InputError(f"{shown(path, 300)}: grew past the {limit:,}-byte limit of {_a(what)} file while being read")
     return data
 
 

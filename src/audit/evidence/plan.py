@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from audit.atomic import write_atomic
 from audit.errors import InputError
+from audit.files import LIMITS, parse_json, read_file
 from audit.evidence.comparability import ComparabilityRule
 
 FORMAT = "audit-analysis-plan"
@@ -74,14 +75,9 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        try:
-            data = json.loads(Path(path).read_bytes())
-        except OSError as exc:
-            raise InputError(f"cannot read analysis plan {path}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise InputError(f"analysis plan {path} is not JSON ({exc})") from None
-        plan = cls.from_document(data, str(path))
-        if plan.to_bytes() != Path(path).read_bytes():
+        raw = read_file(path, limit=LIMITS["plan"], what="analysis plan")  # read once: parsed and compared
+        plan = cls.from_document(parse_json(raw, where=path, what="analysis plan"), str(path))
+        if plan.to_bytes() != raw:
             raise InputError(f"analysis plan {path} was edited after it was written (not in its canonical form)")
         return plan
 
