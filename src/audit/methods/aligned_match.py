@@ -68,13 +68,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from threadpoolctl import threadpool_limits
 
 from audit.checkpoint.tensor import require_finite
 from audit.methods.alignment import Alignment, align, column_norms, extract_residual, row_norms
 from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
 from audit.methods.common import layer_budget, mlp_blocks, sample_block
+from audit.methods.matching import best_assignment, unit_rows
 from audit.stats import EXACT, Null, TestResult, bonferroni_min_log10
 from audit.stats.fixed_points import convolve_log_pmf, fixed_point_floor, fixed_point_log_pmf, log10_tail
 
@@ -95,11 +95,6 @@ def single_threaded_blas(test):
     return wrapper
 
 
-def _unit_rows(rows: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows / np.where(norms == 0, 1.0, norms)
-
-
 def _without_common_modes(rows: np.ndarray, count: int) -> np.ndarray:
     """Unit rows with their ``count`` leading principal directions projected out, renormalised.
 
@@ -113,13 +108,13 @@ def _without_common_modes(rows: np.ndarray, count: int) -> np.ndarray:
     length and without centring, so a permutation, sign flip or rescaling of
     units, or a change of the residual basis, changes nothing.
     """
-    rows = _unit_rows(rows)
+    rows = unit_rows(rows)
     count = min(count, rows.shape[1] // 8, rows.shape[0] // 2)
     if count <= 0:
         return rows
     _, _, vt = np.linalg.svd(rows, full_matrices=False)
     top = vt[:count]
-    return _unit_rows(rows - (rows @ top.T) @ top)
+    return unit_rows(rows - (rows @ top.T) @ top)
 
 
 @dataclass(frozen=True)
@@ -170,17 +165,12 @@ class UnitSides:
         return inputs, np.abs(self.down @ other.down.T)
 
 
-def _matching(similarity: np.ndarray) -> np.ndarray:
-    rows, cols = linear_sum_assignment(similarity, maximize=True)
-    return cols[np.argsort(rows)]
-
-
 def agreement(sides_a: UnitSides, sides_b: UnitSides, layer_a: int, layer_b: int, block_a: str, block_b: str) -> Agreement:
     """Match the smaller side's units into the larger's from each end; count where the two agree."""
     inputs, outputs = sides_a.similarities(sides_b)
     if inputs.shape[0] > inputs.shape[1]:
         inputs, outputs = inputs.T, outputs.T
-    agree = int(np.sum(_matching(inputs) == _matching(outputs)))
+    agree = int(np.sum(best_assignment(inputs) == best_assignment(outputs)))
     return Agreement(layer_a, layer_b, block_a, block_b, agree, inputs.shape[0], inputs.shape[1])
 
 

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
-from scipy.optimize import linear_sum_assignment
 
 from audit.checkpoint import TensorView
 from audit.checkpoint.tensor import require_finite
 from audit.methods.base import Fingerprint, Inapplicable, Model
 from audit.methods.common import sample_block
+from audit.methods.matching import best_assignment
 from audit.stats import hash_rank
 
 MIN_SHARED_TOKENS = 16
@@ -258,8 +258,7 @@ def align(a: Fingerprint, b: Fingerprint) -> Alignment:
     if not sources:
         raise Inapplicable("nothing carries the residual coordinates of both models (no shared tokens, no norms "
                            "or attention weights)")
-    rows, order = linear_sum_assignment(score, maximize=True)
-    order = order[np.argsort(rows)]
+    order = best_assignment(score)
     signs = np.ones(width) if signed is None else np.where(signed[np.arange(width), order] < 0, -1.0, 1.0)
     token_key = a.meta["token_key"] if shared else None
     if shared == 0 or ea.shape[0] < ROTATION_ROWS_PER_COORDINATE * width:

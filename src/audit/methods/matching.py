@@ -29,12 +29,17 @@ def match_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     The assignment maximises the total cosine similarity (Hungarian-type
     solver, scipy's ``linear_sum_assignment``).  Zero rows have similarity 0.
     """
-    similarity = _unit(a) @ _unit(b).T
+    return best_assignment(unit_rows(a) @ unit_rows(b).T)
+
+
+def best_assignment(similarity: np.ndarray) -> np.ndarray:
+    """For each row of ``similarity`` (rows <= columns), the column that the maximum-weight assignment gives it."""
     rows, cols = linear_sum_assignment(similarity, maximize=True)
     return cols[np.argsort(rows)]
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; zero rows stay zero."""
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return rows / np.where(norms == 0, 1.0, norms)
 
