@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar
 
@@ -62,8 +63,27 @@ def fork_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = Non
         return list(pool.map(fn, items))
 
 
-def progress(total: int, desc: str) -> tqdm:
-    """A tqdm bar on stderr; ``disable=None`` hides it when stderr is not a terminal."""
+class _NoBar:
+    """What a hidden tqdm bar does (nothing), without importing tqdm: stderr is not a terminal."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_postfix_str(self, s: str = "") -> None:
+        return None
+
+
+def progress(total: int, desc: str) -> tqdm | _NoBar:
+    """A tqdm bar on stderr when it is a terminal (as tqdm's ``disable=None``), else nothing, and tqdm
+    is not imported (a scripted ``compare`` would pay its import for a bar nobody sees)."""
+    if not sys.stderr.isatty():
+        return _NoBar()
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="task", disable=None, leave=False, dynamic_ncols=True)
