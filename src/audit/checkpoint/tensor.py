@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -346,14 +346,16 @@ def _runs(indices: np.ndarray) -> Iterator[tuple[int, int]]:
         yield int(chunk[0]), int(chunk[-1]) + 1
 
 
-def moments_of(views: list[TensorView], workers: int | None = None, min_bytes: int = PROCESS_BYTES) -> list[Moments]:
+def moments_of(views: list[TensorView], workers: int | None = None, min_bytes: int = PROCESS_BYTES, *,
+               meanwhile: Callable[[], object] | None = None) -> list[Moments]:
     """:meth:`TensorView.moments` of many tensors, on worker processes when that pays.
 
     The reductions are many short numpy calls, which threads cannot overlap
     (measured: two threads no faster than one), so sets of ``min_bytes`` or
     more go to forked processes, one tensor per task, each worker mapping
-    the file itself.  Results are identical either way.
+    the file itself.  Results are identical either way.  ``meanwhile``: see
+    :func:`audit.parallel.fork_map`.
     """
     if sum(view.nbytes for view in views) < min_bytes:
-        return [view.moments() for view in views]
-    return fork_map(TensorView.moments, views, workers)
+        return fork_map(TensorView.moments, views, 1, meanwhile=meanwhile)
+    return fork_map(TensorView.moments, views, workers, meanwhile=meanwhile)

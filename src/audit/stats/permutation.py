@@ -101,6 +101,12 @@ def max_statistic(matrix: np.ndarray) -> float:
     return float(matrix[rows, cols].sum())
 
 
+def preload() -> None:
+    """Import the parts of scipy :func:`linear_permutation_test` uses (about half a second on a small
+    machine), e.g. while worker processes read the weights it will test."""
+    import scipy.stats  # noqa: F401
+
+
 def linear_permutation_test(matrix: np.ndarray, *, n_resamples: int, seed: int, unit: str) -> TestResult:
     """Upper-tail test of trace(M) against sum_i M[i, sigma(i)] over permutations sigma.
 
