@@ -9,58 +9,39 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from methods_support import (
-    build,
-    derive,
-    disguise_units,
-    finetune,
-    fold_and_rotate,
-    load_model,
-    permute_heads,
-    permute_residual,
-    relayer,
-    rescale_attention,
-    set_depth,
-)
+from methods_support import build, derive, finetune, load_model, seeded
 from scipy import stats
 
 from audit.methods import get_method
 from audit.methods.alignment import ROTATION, SIGNED_PERMUTATION, align
 from audit.methods.layer_map import monotone_map
 from audit.stats.fixed_points import convolve_log_pmf, fixed_point_floor, fixed_point_log_pmf, log10_tail
+from audit.testing.disguise import permute_heads, permute_residual, permute_units, remap_layers, rescale, rotate_residual
 from audit.testing.synth import Dims
 
 DIMS = Dims(layers=4, hidden=32, mlp=64, heads=4, vocab=96)
 ZOO = Path(__file__).resolve().parent.parent / "zoo"
 
 
-def _chain(*transforms):
-    def apply(tensors):
-        for transform in transforms:
-            tensors = transform(tensors)
-        return tensors
-    return apply
-
-
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory):
     root = tmp_path_factory.mktemp("disguise")
     a = build(root / "a", 1, DIMS)
-    everything = _chain(permute_residual(3), disguise_units(4), permute_heads(5, DIMS.heads),
-                        rescale_attention(6, values_too=True))
+    everything = (seeded(permute_residual, 3), seeded(permute_units, 4, scale=True), seeded(permute_heads, 5),
+                  seeded(rescale, 6, parts=("qk", "vo")))
     paths = {
         "a": a,
         "independent": build(root / "independent", 2, DIMS),
-        "residual": derive(a, root / "residual", permute_residual(3)),
-        "everything": derive(a, root / "everything", everything),
-        "finetuned-everything": derive(a, root / "ft-everything", _chain(finetune(0.3, 7), everything)),
-        "rotated": derive(a, root / "rotated", fold_and_rotate(8)),
-        "finetuned-rotated": derive(a, root / "ft-rotated", _chain(finetune(0.2, 9), fold_and_rotate(8))),
-        "pruned": derive(a, root / "pruned", _chain(relayer([0, 2, 3]), finetune(0.3, 10), permute_residual(11))),
-        "duplicated": derive(a, root / "duplicated", _chain(relayer([0, 1, 1, 2, 3]), disguise_units(12))),
+        "residual": derive(a, root / "residual", seeded(permute_residual, 3)),
+        "everything": derive(a, root / "everything", *everything),
+        "finetuned-everything": derive(a, root / "ft-everything", finetune(0.3, 7), *everything),
+        "rotated": derive(a, root / "rotated", seeded(rotate_residual, 8)),
+        "finetuned-rotated": derive(a, root / "ft-rotated", finetune(0.2, 9), seeded(rotate_residual, 8)),
+        "pruned": derive(a, root / "pruned", lambda t, c: remap_layers(t, c, layer_map=[0, 2, 3]), finetune(0.3, 10),
+                         seeded(permute_residual, 11)),
+        "duplicated": derive(a, root / "duplicated", lambda t, c: remap_layers(t, c, layer_map=[0, 1, 1, 2, 3]),
+                             seeded(permute_units, 12, scale=True)),
     }
-    set_depth(paths["pruned"], 3)
-    set_depth(paths["duplicated"], 5)
     return {name: load_model(path) for name, path in paths.items()}
 
 
@@ -115,7 +96,7 @@ def test_monotone_map_skips_and_repeats():
 def test_residual_permutation_with_signs_is_recovered_exactly(copies):
     m = get_method("aligned-match")
     fa, fb = m.extract(copies["a"], 0), m.extract(copies["residual"], 0)
-    rng = np.random.default_rng(3)  # permute_residual(3)'s draw: B's coordinate c is A's perm[c] times signs[c]
+    rng = np.random.default_rng(3)  # permute_residual's draw with seed 3: B's coordinate c is A's perm[c] times signs[c]
     perm, signs = rng.permutation(DIMS.hidden), rng.choice([-1.0, 1.0], size=DIMS.hidden)
     alignment = align(fa, fb)
     assert alignment.kind == SIGNED_PERMUTATION
@@ -129,8 +110,7 @@ def test_residual_permutation_with_signs_is_recovered_exactly(copies):
 def test_rotation_is_recovered(copies):
     m = get_method("aligned-match")
     fa = m.extract(copies["a"], 0)
-    width = DIMS.hidden
-    q, _ = np.linalg.qr(np.random.default_rng(8).standard_normal((width, width)))
+    q = stats.ortho_group.rvs(DIMS.hidden, random_state=np.random.default_rng(8))  # rotate_residual's draw with seed 8
     exact = align(fa, m.extract(copies["rotated"], 0))
     assert exact.kind == ROTATION and exact.fit_rotation > 0.999
     assert np.abs(exact.matrix - q).max() < 5e-3  # float16 fingerprints
