@@ -57,6 +57,7 @@ PRESERVING = {
     "norm-folding": lambda t, c, rng: disguise.fold_norms(t, c),
     "unit-permutation": lambda t, c, rng: disguise.permute_units(t, c, rng=rng),
     "head-permutation": lambda t, c, rng: disguise.permute_heads(t, c, rng=rng),
+    "head-transform": lambda t, c, rng: disguise.transform_heads(t, c, rng=rng),
     "rescale": lambda t, c, rng: disguise.rescale(t, c, rng=rng),
     "zero-output-duplicate": lambda t, c, rng: disguise.duplicate_layers(t, c, layers=[0, 2], zero_output=True),
 }

@@ -22,6 +22,7 @@ from audit.errors import InputError
 from audit.methods.aligned_match import AlignedMatch
 from audit.methods.attn_std import AttnStd, AttnStdDetrended
 from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
+from audit.methods.head_match import HeadMatch
 from audit.methods.layer_map import LayerMap
 from audit.methods.neuron_match import NeuronMatch
 from audit.methods.norm import Norm
@@ -29,7 +30,8 @@ from audit.methods.pcs import Pcs
 from audit.methods.robust_match import RobustMatch
 
 REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (AttnStd, AttnStdDetrended, Norm, Pcs, NeuronMatch, RobustMatch, AlignedMatch, LayerMap)
+    cls.name: cls for cls in (AttnStd, AttnStdDetrended, Norm, Pcs, NeuronMatch, RobustMatch, AlignedMatch, LayerMap,
+                             HeadMatch)
 }
 
 
