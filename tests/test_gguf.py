@@ -146,3 +146,142 @@ def test_inspect_a_gguf(original, tmp_path, run_cli):
     assert code == 0, err
     assert "llama" in out and f"{DIMS.vocab} tokens from {path} (gguf" in out
     assert "Q8_0" in out
+
+
+# MoE: llama.cpp stacks each projection's experts in one 3-D tensor (older files: one tensor per expert).
+MOE = {  # four layers: attn-std needs a depth profile
+    "mixtral": Dims(layers=4, hidden=64, mlp=64, heads=4, kv_heads=2, vocab=40, experts=4),
+    "qwen2-moe": Dims(layers=4, hidden=64, mlp=64, heads=4, kv_heads=2, vocab=40, experts=4, shared_mlp=96),
+    "deepseek-moe": Dims(layers=4, hidden=64, mlp=64, heads=4, vocab=40, experts=4, shared_mlp=64, dense_layers=(0,)),
+}
+MOE_METHODS = ["attn-std", "norm", "pcs", "neuron-match"]
+
+
+@pytest.fixture(scope="module")
+def moe_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("moe")
+    return {family: make_checkpoint(root / family, family, dims, seed=5, tokenizer=True).path for family, dims in MOE.items()}
+
+
+def _fingerprints(path):
+    from audit.methods import Model, get_method
+
+    out = {}
+    with open_checkpoint(path) as checkpoint:
+        model = Model(assign_roles(checkpoint), checkpoint.vocab, checkpoint.vocabulary)
+        for method in MOE_METHODS:
+            out[method] = get_method(method).extract(model, 0).arrays
+    return out
+
+
+@pytest.mark.parametrize("family", list(MOE))
+@pytest.mark.parametrize("qtype,stacked", [("F32", True), ("Q8_0", True), ("F16", False)])
+def test_moe_gguf_maps_experts_to_the_same_roles(moe_models, tmp_path, family, qtype, stacked):
+    original, dims = moe_models[family], MOE[family]
+    path = write_gguf(original, tmp_path / "moe.gguf", qtype=qtype, stacked_experts=stacked)
+    with open_checkpoint(original) as a, open_checkpoint(path) as g:
+        assert {hf(n) for n in a.tensors} == set(g.tensors)
+        for name, stored in a.tensors.items():
+            want, got = stored.view().read(), g.tensors[hf(name)].view().read()
+            assert got.shape == want.shape, name
+            assert np.abs(got - want).max() <= TOLERANCE[qtype if want.ndim == 2 and ".gate.weight" not in name
+                                                           and "shared_expert_gate" not in name else "F32"] * np.abs(want).max(), name
+        ra, rg = assign_roles(a), assign_roles(g)
+        assert rg.family == ra.family == family
+        assert [len(layer.experts) for layer in rg.layers] == [0 if i in dims.dense_layers else dims.experts
+                                                               for i in range(dims.layers)]
+        assert [sorted(layer.shared_expert) for layer in rg.layers] == [sorted(layer.shared_expert) for layer in ra.layers]
+        assert [sorted(layer.roles) for layer in rg.layers] == [sorted(layer.roles) for layer in ra.layers]
+        stored = {g.gguf._stored[name].gguf_name for name in g.tensors}
+        assert any(n.endswith(("_exps.weight",) if stacked else (".3.weight",)) for n in stored), sorted(stored)
+
+
+def test_moe_expert_slices_are_views_into_the_stack(moe_models, tmp_path):
+    path = write_gguf(moe_models["qwen2-moe"], tmp_path / "moe.gguf", qtype="F16")
+    with open_checkpoint(path) as g:
+        stack = g.gguf._stored["model.layers.1.mlp.experts.0.up_proj.weight"]
+        slices = [g.tensors[f"model.layers.1.mlp.experts.{e}.up_proj.weight"] for e in range(4)]
+        assert [s.entry.begin for s in slices] == [stack.offset + e * stack.nbytes for e in range(4)]
+        assert all(s.nbytes == stack.nbytes == MOE["qwen2-moe"].mlp * MOE["qwen2-moe"].hidden * 2 for s in slices)
+        third = slices[2].raw()
+        assert not third.flags.owndata and not third.flags.writeable  # the file's pages, not a copy of the stack
+        assert g.gguf._held is None
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2-moe"])
+def test_moe_gguf_same_fingerprints_and_compare_calls_it_derived(moe_models, tmp_path, family):
+    original = moe_models[family]
+    exact = _fingerprints(write_gguf(original, tmp_path / "f32.gguf", qtype="F32"))
+    for method, arrays in _fingerprints(original).items():  # F32 stores the same numbers: the same fingerprint
+        assert arrays.keys() == exact[method].keys(), method
+        for key, values in arrays.items():
+            assert np.array_equal(values, exact[method][key]), (method, key)
+    quantised = write_gguf(original, tmp_path / "q8.gguf", qtype="Q8_0")
+    plan = write_plan(tmp_path / "plan.json", methods=MOE_METHODS)
+    audit = run_audit(original, quantised, plan=plan)
+    results = {o.method.name: o.result for o in audit.comparison.outcomes}
+    assert results["attn-std"].statistic > 0.99
+    assert results["norm"].statistic == pytest.approx(1.0, abs=1e-6)  # norm gains stay F32
+    assert results["pcs"].statistic > 0.99
+    assert results["neuron-match"].log10_pvalue < -100
+    assert audit.verdict.label == "derived"
+
+
+@pytest.fixture(scope="module")
+def split_gguf(original, tmp_path_factory):
+    """The same model as one GGUF and as a split GGUF of 4 shards (at most 12 tensors each)."""
+    root = tmp_path_factory.mktemp("split")
+    whole = write_gguf(original, root / "whole.gguf", qtype="Q8_0")
+    (root / "parts").mkdir()
+    first = write_gguf(original, root / "parts" / "m.gguf", qtype="Q8_0", split_max_tensors=12)
+    return whole, first
+
+
+def test_split_gguf_reads_as_the_whole_from_any_shard_or_its_folder(split_gguf, run_cli):
+    whole, first = split_gguf
+    shards = sorted(first.parent.iterdir())
+    assert first.name == "m-00001-of-00004.gguf" and [p.name for p in shards][-1] == "m-00004-of-00004.gguf"
+    with open_checkpoint(whole) as w:
+        expected = {name: t.view().read() for name, t in w.tensors.items()}
+        types = w.gguf_tensor_types
+    for given in (first, shards[2], first.parent):
+        with open_checkpoint(given) as s:
+            assert set(s.tensors) == set(expected)
+            for name, values in expected.items():
+                assert np.array_equal(s.tensors[name].view().read(), values), name
+            assert s.gguf_tensor_types == types
+            assert assign_roles(s).depth == DIMS.layers and s.vocabulary.tokens == w.vocabulary.tokens
+            assert list(s.file_hashes()) == [p.name for p in shards]  # every shard hashed, as safetensors shards are
+    code, out, err = run_cli("inspect", shards[1])
+    assert code == 0 and "Q8_0" in out, err
+
+
+def _copy_set(first, target):
+    target.mkdir()
+    for shard in first.parent.iterdir():
+        (target / shard.name).write_bytes(shard.read_bytes())
+    return target
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda d: (d / "m-00002-of-00004.gguf").unlink(), "shard 2 of 4 (m-00002-of-00004.gguf) is missing"),
+    (lambda d: (d / "m-00005-of-00004.gguf").write_bytes((d / "m-00004-of-00004.gguf").read_bytes()),
+     "m-00005-of-00004.gguf is not one of shards 1..4"),
+    (lambda d: (d / "m-00004-of-00004.gguf").rename(d / "m-00004-of-00005.gguf"), "shards of different sets"),
+    (lambda d: [(d / f"m-0000{a}-of-00004.gguf").rename(d / f"m-0000{b}-of-00004.gguf") for a, b in ((2, 9), (3, 2), (9, 3))],
+     "its metadata says shard 3 of 4, but it is read as shard 2 of 4"),
+])
+def test_damaged_split_gguf_is_one_line_exit_2(split_gguf, tmp_path, run_cli, damage, words):
+    folder = _copy_set(split_gguf[1], tmp_path / "set")
+    damage(folder)
+    for given in (folder, folder / "m-00001-of-00004.gguf"):
+        code, out, err = run_cli("inspect", given)
+        assert code == 2 and words in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_renamed_shard_alone_is_refused(split_gguf, tmp_path, run_cli):
+    alone = tmp_path / "renamed.gguf"
+    alone.write_bytes(split_gguf[1].read_bytes())
+    code, out, err = run_cli("inspect", alone)
+    assert code == 2 and "metadata says shard 1 of 4" in err and "NAME-0000k-of-0000n.gguf" in err, err

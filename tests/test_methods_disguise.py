@@ -61,7 +61,7 @@ def copies(tmp_path_factory):
     }
     set_depth(paths["pruned"], 3)
     set_depth(paths["duplicated"], 5)
-    return {name: load_model(path) for name, path in paths.items()}
+    return {**{name: load_model(path) for name, path in paths.items()}, "_paths": paths}
 
 
 def run(models, method: str, a: str, b: str):
@@ -124,6 +124,42 @@ def test_residual_permutation_with_signs_is_recovered_exactly(copies):
     for disguised in ("everything", "finetuned-everything"):
         found = align(fa, m.extract(copies[disguised], 0))
         assert np.array_equal(perm[found.order], np.arange(DIMS.hidden)), disguised
+
+
+def _foreign_vocabulary(seed: int, extra: int):
+    """A resized vocabulary (``extra`` new rows in embedding and head): with no tokenizer, no token is shared."""
+    def apply(tensors):
+        rng = np.random.default_rng(seed)
+        out = dict(tensors)
+        for name in [n for n in tensors if n == "model.embed_tokens.weight" or n.endswith("lm_head.weight")]:
+            value = tensors[name]
+            out[name] = np.vstack([value, rng.standard_normal((extra, value.shape[1])) * value.std()])
+        return out
+    return apply
+
+
+@pytest.mark.parametrize("finetuned", [False, True])
+def test_signs_are_recovered_without_shared_tokens(copies, tmp_path, finetuned):
+    """No tokenizer and a resized vocabulary: the odd moments of the embedding columns carry the signs."""
+    m = get_method("aligned-match")
+    source = copies["_paths"]["a"]
+    steps = [finetune(0.3, 7)] if finetuned else []
+    b = derive(source, tmp_path / "b", _chain(*steps, permute_residual(3), _foreign_vocabulary(13, 7)))
+    (b / "tokenizer.json").unlink()
+    config = json.loads((b / "config.json").read_text())
+    (b / "config.json").write_text(json.dumps({**config, "vocab_size": DIMS.vocab + 7}))
+    fa, fb = m.extract(copies["a"], 0), m.extract(load_model(b), 0)
+    alignment = align(fa, fb)
+    assert alignment.shared_tokens == 0 and alignment.kind == SIGNED_PERMUTATION
+    assert "signs from the odd moments of the embedding columns" in alignment.sources
+    rng = np.random.default_rng(3)
+    perm, signs = rng.permutation(DIMS.hidden), rng.choice([-1.0, 1.0], size=DIMS.hidden)
+    right = perm[alignment.order] == np.arange(DIMS.hidden)
+    # norms of random-init weights are weak coordinate features: heavy fine-tuning noise swaps a few coordinates
+    assert right.all() if not finetuned else right.sum() >= 0.8 * DIMS.hidden
+    assert np.array_equal(alignment.signs[right], signs[alignment.order][right])
+    result = m.test(fa, fb, seed=0)
+    assert result.log10_pvalue <= (-100 if finetuned else result.null.min_log10_pvalue + 1e-9)
 
 
 def test_rotation_is_recovered(copies):

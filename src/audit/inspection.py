@@ -136,6 +136,6 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
         tokenizer=checkpoint.vocabulary.summary() if checkpoint.vocabulary is not None else None,
         gguf=None if checkpoint.gguf is None else {
             "architecture": checkpoint.gguf.architecture,
-            "tensor_types": dict(sorted(Counter(checkpoint.gguf.tensor_types.values()).items()))},
+            "tensor_types": dict(sorted(Counter(checkpoint.gguf_tensor_types.values()).items()))},
         hub=hub_record(checkpoint.source, {f.path: f.sha256 for f in files}) if checkpoint.source is not None else None,
     )

@@ -2,7 +2,8 @@
 
 Accepted layouts: one ``.safetensors`` file; a directory holding
 ``model.safetensors``; a directory of shards with ``model.safetensors.index.json``
-(or, lacking an index, several ``.safetensors`` files whose union is the model).
+(or, lacking an index, several ``.safetensors`` files whose union is the model);
+a GGUF file, or a split GGUF given by any of its shards or by its folder.
 ``config.json`` and the tokenizer (``tokenizer.json`` or SentencePiece
 ``tokenizer.model``) beside the weights are read and hashed when present.
 Pickled checkpoints are refused, never unpickled.
@@ -18,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from audit import schema
 from audit.checkpoint.hashing import FileHash, HashCache, HashJob
-from audit.checkpoint.gguf_file import GGUFFile, looks_like_gguf
+from audit.checkpoint.gguf_file import GGUFFile, check_split, gguf_set_in, looks_like_gguf, split_shards
 from audit.checkpoint.hub import HubSource, resolve_model
 from audit.checkpoint.safetensors_file import (
     PICKLE_SUFFIXES,
@@ -60,7 +61,7 @@ class Checkpoint:
         self.source: HubSource | None = None  # set when opened by Hub model id
         self._weight_files = self._open_weights(shards)
         gguf = self._weight_files[0] if isinstance(self._weight_files[0], GGUFFile) else None
-        self.gguf: GGUFFile | None = gguf  # a GGUF file is self-contained: config and vocabulary come from it
+        self.gguf: GGUFFile | None = gguf  # a GGUF (its first shard, if split) holds the config and vocabulary
         self.tensors: dict[str, StoredTensor] = self._collect(index, weight_map or {})
         if index is None and not path.is_dir() and is_regular(self.directory / INDEX_NAME):
             self.warnings.append(f"{path.name} may be one shard of a sharded model; pass the directory to read all shards")
@@ -77,11 +78,14 @@ class Checkpoint:
         """Each weight file opened (header validated), with the model's tensor count bounded as they come."""
         opened, count = [], 0
         for shard in shards:
-            opened.append(GGUFFile(shard) if _is_gguf(shard) else SafetensorsFile(shard))
+            # the shards of a split GGUF after the first take the model's metadata from it
+            opened.append(GGUFFile(shard, head=opened[0] if opened else None) if _is_gguf(shard) else SafetensorsFile(shard))
             count += len(opened[-1].entries)
             if count > MAX_MODEL_TENSORS:
                 raise InputError(f"{self.path}: more than {MAX_MODEL_TENSORS:,} tensors across {len(opened)} weight files "
                                  "(the largest real models hold ~100,000); corrupted or hostile")
+        if isinstance(opened[0], GGUFFile):
+            check_split(opened)
         return opened
 
     def _collect(self, index: Path | None, weight_map: dict) -> dict[str, StoredTensor]:
@@ -114,6 +118,12 @@ class Checkpoint:
     def vocabulary(self) -> Vocabulary | None:
         """The tokenizer's tokens in id order (tokenizer.json, else tokenizer.model, or GGUF's own), or None."""
         return self.gguf.vocabulary if self.gguf else read_vocabulary_in(self.directory)
+
+    @property
+    def gguf_tensor_types(self) -> dict[str, str]:
+        """Tensor name -> GGML storage type, across every shard of a GGUF (empty for safetensors)."""
+        return {name: kind for weights in self._weight_files if isinstance(weights, GGUFFile)
+                for name, kind in weights.tensor_types.items()}
 
     @property
     def vocab(self) -> dict[str, int] | None:
@@ -196,7 +206,7 @@ def _layout(path: Path, found: os.stat_result) -> tuple[list[Path], Path | None,
         if path.name.endswith(".index.json"):
             return _shards_from_index(path)
         _refuse_if_pickled(path)
-        return [path], None, None
+        return (split_shards(path) if _is_gguf(path) else [path]), None, None
     index = path / INDEX_NAME
     if status(index, "shard index") is not None:
         return _shards_from_index(index)
@@ -206,16 +216,14 @@ def _layout(path: Path, found: os.stat_result) -> tuple[list[Path], Path | None,
     shards = sorted(p for p in path.glob("*.safetensors") if is_regular(p))
     if shards:
         return shards, None, None
-    ggufs = sorted(p for p in path.glob("*.gguf") if is_regular(p))
-    if len(ggufs) == 1:
-        return ggufs, None, None
+    ggufs = gguf_set_in(path)
     if ggufs:
-        raise InputError(f"{path}: holds {len(ggufs)} GGUF files (e.g. {ggufs[0].name}, {ggufs[1].name}); "
-                         "pass the one to audit")
+        return ggufs, None, None
     pickled = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
         raise pickle_refusal(pickled[0])
-    raise InputError(f"{path}: no weights found (expected model.safetensors, {INDEX_NAME}, *.safetensors or one *.gguf)")
+    raise InputError(f"{path}: no weights found (expected model.safetensors, {INDEX_NAME}, *.safetensors, "
+                     "one *.gguf or one split GGUF's shards)")
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:

@@ -5,7 +5,17 @@ Face checkpoint it was converted from, so roles and methods need nothing new:
 
 - tensor names are mapped back (``blk.3.attn_q.weight`` ->
   ``model.layers.3.self_attn.q_proj.weight``) for the families whose
-  llama.cpp names are listed in :data:`LAYER_NAMES`;
+  llama.cpp names are listed in :data:`LAYER_NAMES` and :data:`MOE_NAMES`;
+- MoE experts, which llama.cpp stores stacked (``blk.N.ffn_up_exps.weight``,
+  one slice per expert; older files ``blk.N.ffn_up.E.weight``), become one
+  tensor per expert under the Hugging Face name of the family (Mixtral's
+  ``block_sparse_moe.experts.E.w3``, Qwen-MoE's ``mlp.experts.E.up_proj`` ...),
+  each a byte range of the stacked tensor: reading one expert maps (or
+  dequantises) that expert's bytes only;
+- a split GGUF (llama.cpp's ``gguf-split``: ``NAME-00001-of-00003.gguf`` ...,
+  ``split.*`` metadata, the model's metadata in the first shard) is read
+  whole from any of its shards or its folder: :func:`split_shards` finds the
+  set by name, :func:`check_split` checks it against the metadata;
 - a ``config.json`` equivalent is built from the ``<arch>.*`` metadata
   (depth, widths, head counts), and the vocabulary from ``tokenizer.ggml.*``;
 - F32, F16 and BF16 tensors are memory-mapped as stored; quantised tensors
@@ -21,9 +31,11 @@ method reads it, the last one only; plain float tensors stay memory-mapped.
 
 from __future__ import annotations
 
+import glob
 import math
 import mmap
 import os
+import re
 import struct
 import weakref
 from dataclasses import dataclass
@@ -35,8 +47,8 @@ import numpy as np
 from audit.checkpoint.dtypes import DTYPES, ITEMSIZE
 from audit.checkpoint.safetensors_file import MAX_TENSORS, TensorEntry, close_mapped, drop_pages
 from audit.checkpoint.vocabulary import Vocabulary, vocabulary_from_gguf
-from audit.errors import InputError
-from audit.files import open_regular
+from audit.errors import InputError, shown
+from audit.files import is_regular, open_regular
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -56,13 +68,32 @@ LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
 }
 GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-# GGUF general.architecture -> (Hugging Face architectures entry, model_type)
+_QWEN_MOE = {"ffn_gate_inp": "mlp.gate", "ffn_gate_exps": "mlp.experts.{expert}.gate_proj",
+             "ffn_up_exps": "mlp.experts.{expert}.up_proj", "ffn_down_exps": "mlp.experts.{expert}.down_proj",
+             "ffn_gate_shexp": "mlp.shared_expert.gate_proj", "ffn_up_shexp": "mlp.shared_expert.up_proj",
+             "ffn_down_shexp": "mlp.shared_expert.down_proj", "ffn_gate_inp_shexp": "mlp.shared_expert_gate"}
+# llama.cpp MoE block tensors -> Hugging Face names within the block, by model_type ("{expert}": the expert's slice)
+MOE_NAMES = {
+    "mixtral": {"ffn_gate_inp": "block_sparse_moe.gate", "ffn_gate_exps": "block_sparse_moe.experts.{expert}.w1",
+                "ffn_up_exps": "block_sparse_moe.experts.{expert}.w3", "ffn_down_exps": "block_sparse_moe.experts.{expert}.w2"},
+    "qwen2_moe": _QWEN_MOE,
+    "qwen3_moe": _QWEN_MOE,
+    "deepseek": {**{k: v for k, v in _QWEN_MOE.items() if "shexp" not in k},
+                 "ffn_gate_shexp": "mlp.shared_experts.gate_proj", "ffn_up_shexp": "mlp.shared_experts.up_proj",
+                 "ffn_down_shexp": "mlp.shared_experts.down_proj"},
+}
+LEGACY_EXPERTS = {"ffn_gate": "ffn_gate_exps", "ffn_up": "ffn_up_exps", "ffn_down": "ffn_down_exps"}  # blk.N.ffn_up.E
+# GGUF general.architecture -> (Hugging Face architectures entry, model_type); "llama" with experts is Mixtral
 ARCHITECTURES = {
     "llama": ("LlamaForCausalLM", "llama"),
     "qwen2": ("Qwen2ForCausalLM", "qwen2"),
     "qwen3": ("Qwen3ForCausalLM", "qwen3"),
+    "qwen2moe": ("Qwen2MoeForCausalLM", "qwen2_moe"),
+    "qwen3moe": ("Qwen3MoeForCausalLM", "qwen3_moe"),
+    "deepseek": ("DeepseekForCausalLM", "deepseek"),
 }
-PERMUTED = {"llama"}  # architectures whose q/k rows llama.cpp's converter permutes
+MIXTRAL = ("MixtralForCausalLM", "mixtral")
+PERMUTED = {"llama", "deepseek"}  # architectures whose q/k rows llama.cpp's converter permutes
 PLAIN_TYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "F64": "F64"}  # GGML type -> dtype mapped as stored
 CONFIG_KEYS = {  # GGUF "<arch>.<key>" -> config.json key
     "block_count": "num_hidden_layers",
@@ -74,7 +105,15 @@ CONFIG_KEYS = {  # GGUF "<arch>.<key>" -> config.json key
     "context_length": "max_position_embeddings",
     "attention.layer_norm_rms_epsilon": "rms_norm_eps",
     "rope.freq_base": "rope_theta",
+    "expert_used_count": "num_experts_per_tok",
+    "expert_feed_forward_length": "moe_intermediate_size",
+    "expert_shared_feed_forward_length": "shared_expert_intermediate_size",
+    "expert_shared_count": "n_shared_experts",
+    "leading_dense_block_count": "first_k_dense_replace",
 }
+EXPERT_COUNT = {"mixtral": "num_local_experts", "qwen2_moe": "num_experts", "qwen3_moe": "num_experts",
+                "deepseek": "n_routed_experts"}  # config.json's name for "<arch>.expert_count"
+SPLIT_NAME = re.compile(r"(.+)-(\d{5})-of-(\d{5})\.gguf", re.IGNORECASE)  # gguf-split's shard names
 
 
 def looks_like_gguf(path: Path) -> bool:
@@ -102,13 +141,82 @@ def _identity(path: Path) -> tuple:
     return (os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
-def _reopen(path: Path) -> GGUFFile:
+def _reopen(path: Path, head: Path | None = None) -> GGUFFile:
     """The already parsed file if this process has it (forked workers inherit it), else a fresh parse."""
     try:
         found = _OPEN.get(_identity(path))
     except OSError:
         found = None
-    return found if found is not None else GGUFFile(path)
+    return found if found is not None else GGUFFile(path, head=None if head is None else _reopen(head))
+
+
+def split_shards(path: Path) -> list[Path]:
+    """Every shard of the split GGUF that ``path`` is one of, in order (``[path]`` if not named as a shard).
+
+    gguf-split names shard k of n ``NAME-0000k-of-0000n.gguf``; the set beside
+    ``path`` must be exactly shards 1..n of one n.
+    """
+    match = SPLIT_NAME.fullmatch(path.name)
+    if match is None:
+        return [path]
+    return _complete_set(path.parent, match.group(1))
+
+
+def _complete_set(directory: Path, stem: str) -> list[Path]:
+    found: dict[tuple[int, int], Path] = {}
+    for candidate in directory.glob(f"{glob.escape(stem)}-*-of-*"):
+        match = SPLIT_NAME.fullmatch(candidate.name)
+        if match and match.group(1) == stem and is_regular(candidate):
+            found[(int(match.group(2)), int(match.group(3)))] = candidate
+    where = f"split GGUF '{shown(stem)}' in {shown(directory, 300)}"
+    counts = sorted({count for _, count in found})
+    if len(counts) > 1:
+        a, b = (next(p.name for (_, c), p in sorted(found.items()) if c == count) for count in counts[:2])
+        raise InputError(f"{where}: shards of different sets ({shown(a)} and {shown(b)}); keep one set per folder")
+    count = counts[0]
+    numbers = sorted(number for number, _ in found)
+    extra = [n for n in numbers if not 1 <= n <= count]
+    if extra:
+        raise InputError(f"{where}: {shown(found[(extra[0], count)].name)} is not one of shards 1..{count}")
+    missing = sorted(set(range(1, count + 1)) - set(numbers))
+    if missing:
+        name = f"{stem}-{missing[0]:05d}-of-{count:05d}.gguf"
+        raise InputError(f"{where}: shard {missing[0]} of {count} ({shown(name)}) is missing"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return [found[(n, count)] for n in range(1, count + 1)]
+
+
+def gguf_set_in(directory: Path) -> list[Path]:
+    """The GGUF weights of a folder: its one GGUF file, or the shards of its one split GGUF."""
+    ggufs = sorted(p for p in directory.glob("*.gguf") if is_regular(p))
+    stems = {m.group(1) if (m := SPLIT_NAME.fullmatch(p.name)) else None for p in ggufs}
+    if len(ggufs) > 1 and (len(stems) > 1 or None in stems):
+        raise InputError(f"{directory}: holds {len(ggufs)} GGUF files (e.g. {ggufs[0].name}, {ggufs[1].name}); "
+                         "pass the one to audit")
+    return split_shards(ggufs[0]) if ggufs else []
+
+
+def check_split(files: list[GGUFFile]) -> None:
+    """Refuse a set of shards whose ``split.*`` metadata does not say they are this whole set, in this order."""
+    total = files[0].metadata.get("split.tensors.count")
+    for number, file in enumerate(files):
+        no, count = file.metadata.get("split.no"), file.metadata.get("split.count")
+        if len(files) == 1 and no is None and count is None:
+            return
+        if len(files) == 1 and count == 1 and no == 0:
+            return
+        if not (isinstance(no, int) and isinstance(count, int)):
+            raise InputError(f"{file.path}: named as shard {number + 1} of {len(files)} of a split GGUF but has no "
+                             "split.no/split.count metadata")
+        if (no, count) != (number, len(files)):
+            raise InputError(f"{file.path}: its metadata says shard {no + 1} of {count}, but it is read as shard "
+                             f"{number + 1} of {len(files)}"
+                             + (" (a shard of a split GGUF named otherwise: name the shards NAME-0000k-of-0000n.gguf)"
+                                if len(files) == 1 else " (shards of different splits mixed?)"))
+    stored = sum(file.stored_count for file in files)
+    if total != stored:
+        raise InputError(f"{files[0].path}: split GGUF says {total} tensors in all, but its {len(files)} shards hold "
+                         f"{stored} (a shard of another split mixed in?)")
 
 
 @dataclass(frozen=True)
@@ -120,6 +228,7 @@ class _Stored:
     offset: int
     nbytes: int
     heads: int | None  # undo the q/k permutation with this many heads
+    expert: int | None = None  # this expert's slice of a stacked tensor
 
 
 def _header_counts(path: Path, size: int) -> None:
@@ -144,8 +253,10 @@ def _header_counts(path: Path, size: int) -> None:
 class GGUFFile:
     """One GGUF file: validated metadata, tensors under Hugging Face names, a read-only memory map."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, head: GGUFFile | None = None) -> None:
+        """``head`` is the first shard of a split GGUF, which holds the model's metadata (None: this file)."""
         self.path = Path(path)
+        self.head = head
         try:
             self.size = self.path.stat().st_size
         except OSError as exc:
@@ -167,11 +278,16 @@ class GGUFFile:
         finally:
             del reader  # its own memory map; ours is opened lazily below
         self.metadata: dict[str, Any] = fields
-        self.architecture = str(fields.get("general.architecture") or "")
+        self.model_metadata = head.metadata if head is not None else fields
+        self.stored_count = len(infos)
+        self.architecture = str(self.model_metadata.get("general.architecture") or "")
         if self.architecture not in ARCHITECTURES:
             raise InputError(f"{self.path}: GGUF architecture '{self.architecture or '(none)'}' is not supported "
                              f"(supported: {', '.join(sorted(ARCHITECTURES))})")
-        self.config = self._config()
+        experts = self._meta("expert_count")
+        self.experts = experts if isinstance(experts, int) and not isinstance(experts, bool) and experts > 0 else 0
+        self.config = head.config if head is not None else self._config()
+        self.model_type = self.config["model_type"]
         self.entries: dict[str, TensorEntry] = {}
         self._stored: dict[str, _Stored] = {}
         for name, ggml_type, ne, numel, nbytes, offset in infos:
@@ -184,20 +300,22 @@ class GGUFFile:
 
     def __reduce__(self) -> tuple:
         """Pickled as its path: a worker reuses the parsed file it inherited (fork), else reopens it."""
-        return (_reopen, (self.path,))
+        return (_reopen, (self.path, None if self.head is None else self.head.path))
 
     def _meta(self, key: str) -> Any:
-        return self.metadata.get(f"{self.architecture}.{key}")
+        return self.model_metadata.get(f"{self.architecture}.{key}")
 
     def _config(self) -> dict:
-        architecture, model_type = ARCHITECTURES[self.architecture]
+        architecture, model_type = MIXTRAL if self.architecture == "llama" and self.experts else ARCHITECTURES[self.architecture]
         config: dict[str, Any] = {"architectures": [architecture], "model_type": model_type,
                                   "source_format": "gguf"}
         for key, name in CONFIG_KEYS.items():
             value = self._meta(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 config[name] = value
-        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        if self.experts:
+            config[EXPERT_COUNT.get(model_type, "num_experts")] = self.experts
+        tokens = self.model_metadata.get("tokenizer.ggml.tokens")
         if isinstance(tokens, list):
             config["vocab_size"] = len(tokens)
         return config
@@ -209,19 +327,50 @@ class GGUFFile:
         if any(d <= 0 for d in ne) or math.prod(ne) != numel:
             raise InputError(f"{self.path}: tensor '{name}' has an impossible shape {ne}")
         shape = tuple(reversed(ne))  # GGUF lists the fastest-varying dimension first
-        hf_name, heads = self._hf_name(name)
-        if hf_name in self.entries:
-            raise InputError(f"{self.path}: two tensors map to '{hf_name}'")
+        hf_name, heads, expert = self._hf_name(name)
         dtype = PLAIN_TYPES.get(ggml_type, "F32")  # quantised tensors are read dequantised to float32
         if ggml_type in PLAIN_TYPES and nbytes != numel * ITEMSIZE[dtype]:
             raise InputError(f"{self.path}: tensor '{name}' of type {ggml_type} has {nbytes} bytes for {numel} elements")
-        self.entries[hf_name] = TensorEntry(hf_name, dtype, shape, offset, offset + nbytes)
-        self._stored[hf_name] = _Stored(name, ggml_type, offset, nbytes, heads)
+        if hf_name.endswith(".shared_expert_gate.weight") and len(shape) == 1:
+            shape = (1, *shape)  # llama.cpp may store Qwen-MoE's [1, hidden] shared-expert gate as a vector
+        if expert is None:
+            self._enter(hf_name, _Stored(name, ggml_type, offset, nbytes, heads), dtype, shape)
+            return
+        if "{expert}" in hf_name:  # stacked experts: one entry per expert, each a byte range of the stack
+            if len(shape) != 3:
+                raise InputError(f"{self.path}: stacked expert tensor '{name}' has shape {list(shape)}, not [experts, out, in]")
+            count, shape = shape[0], shape[1:]
+            if self.experts and count != self.experts:
+                raise InputError(f"{self.path}: '{name}' stacks {count} experts but {self.architecture}.expert_count is {self.experts}")
+            if nbytes % count:
+                raise InputError(f"{self.path}: '{name}' has {nbytes} bytes, not divisible among {count} experts")
+            each = nbytes // count
+            for number in range(count):
+                self._enter(hf_name.replace("{expert}", str(number)), _Stored(name, ggml_type, offset + number * each, each, None, number),
+                            dtype, shape)
+            return
+        self._enter(hf_name, _Stored(name, ggml_type, offset, nbytes, None, expert), dtype, shape)
 
-    def _hf_name(self, name: str) -> tuple[str, int | None]:
-        """The Hugging Face name of a llama.cpp tensor, and the head count to unpermute it with (or None)."""
+    def _enter(self, hf_name: str, stored: _Stored, dtype: str, shape: tuple[int, ...]) -> None:
+        if hf_name in self.entries:
+            raise InputError(f"{self.path}: two tensors map to '{shown(hf_name)}'")
+        self.entries[hf_name] = TensorEntry(hf_name, dtype, shape, stored.offset, stored.offset + stored.nbytes)
+        self._stored[hf_name] = stored
+
+    def _hf_name(self, name: str) -> tuple[str, int | None, int | None]:
+        """The Hugging Face name of a llama.cpp tensor, the head count to unpermute it with (or None), and
+        its expert: None for a plain tensor, -1 for a stack of experts (the name keeps ``{expert}``)."""
         parts = name.split(".")
-        if parts[0] == "blk" and len(parts) >= 4 and parts[1].isdigit() and len(parts[1]) <= 9 and parts[2] in LAYER_NAMES:
+        block = parts[0] == "blk" and len(parts) >= 4 and parts[1].isdigit() and len(parts[1]) <= 9
+        moe = MOE_NAMES.get(self.model_type, {})
+        if block and parts[2] in LEGACY_EXPERTS and len(parts) >= 5 and parts[3].isdigit() and len(parts[3]) <= 9 and moe:
+            template = moe[LEGACY_EXPERTS[parts[2]]].format(expert=int(parts[3]))
+            return f"model.layers.{int(parts[1])}.{template}.{'.'.join(parts[4:])}", None, int(parts[3])
+        if block and parts[2] in moe:
+            template, suffix = moe[parts[2]], ".".join(parts[3:])
+            stacked = "{expert}" in template
+            return f"model.layers.{int(parts[1])}.{template}.{suffix}", None, -1 if stacked else None
+        if block and parts[2] in LAYER_NAMES:
             base, suffix = parts[2], ".".join(parts[3:])
             heads = None
             if self.architecture in PERMUTED and base in ("attn_q", "attn_k"):
@@ -229,18 +378,18 @@ class GGUFFile:
                 heads = self._meta(key) or self._meta("attention.head_count")
                 if not isinstance(heads, int) or heads <= 0:
                     raise InputError(f"{self.path}: {self.architecture}.{key} is missing; cannot undo the q/k permutation")
-            return f"model.layers.{int(parts[1])}.{LAYER_NAMES[base]}.{suffix}", heads
+            return f"model.layers.{int(parts[1])}.{LAYER_NAMES[base]}.{suffix}", heads, None
         if len(parts) >= 2 and parts[0] in GLOBAL_NAMES:
-            return f"{GLOBAL_NAMES[parts[0]]}.{'.'.join(parts[1:])}", None
-        return name, None  # kept under its own name (roles leave it unassigned)
+            return f"{GLOBAL_NAMES[parts[0]]}.{'.'.join(parts[1:])}", None, None
+        return name, None, None  # kept under its own name (roles leave it unassigned)
 
     @property
     def vocabulary(self) -> Vocabulary | None:
-        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        tokens = self.model_metadata.get("tokenizer.ggml.tokens")
         if not isinstance(tokens, list):
             return None
-        types = self.metadata.get("tokenizer.ggml.token_type")
-        model = self.metadata.get("tokenizer.ggml.model")
+        types = self.model_metadata.get("tokenizer.ggml.token_type")
+        model = self.model_metadata.get("tokenizer.ggml.model")
         return vocabulary_from_gguf([str(t) for t in tokens], types if isinstance(types, list) else None,
                                     str(model) if model is not None else None, self.path)
 

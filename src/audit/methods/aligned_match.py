@@ -227,6 +227,7 @@ class AlignedMatch(Method):
     discrete = True
     reads_embeddings = False  # token rows only align the bases; the evidence is MLP agreement
     tunable = ("budget",)
+    fingerprint_version = 2  # v2: odd moments of the embedding columns, for signs without shared tokens
 
     def fingerprint_params(self) -> dict:
         return {"tokens": self.tokens, "units": self.units, "budget": self.budget}

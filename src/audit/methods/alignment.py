@@ -14,7 +14,14 @@ What carries residual coordinates, per model and without seeing the other:
   an assumption, recorded in the results);
 - per-coordinate statistics that a permutation of the other indices leaves
   alone: RMSNorm gains, the column norms of q, k and v (gains folded in) and
-  the row norms of o, per layer (averaged over layers when depths differ).
+  the row norms of o, per layer (averaged over layers when depths differ);
+- odd moments of every embedding (and output head) column over all of the
+  model's tokens (mean, skewness, mean sign, E[x|x|]/E[x^2]): they do not
+  depend on which tokens the vocabulary holds in which order, and they change
+  sign with the coordinate.  They stand in for the token rows when the two
+  models share no tokens (no tokenizer and different vocabulary sizes, or
+  unrelated tokenizers): without them a negated coordinate could not be told
+  from its original, since norms and gains carry no sign.
 
 The embeddings give a signed similarity between coordinates (a negated
 coordinate correlates negatively), the statistics an unsigned one; their sum
@@ -42,6 +49,7 @@ from audit.methods.matching import best_assignment
 from audit.stats import hash_rank
 
 MIN_SHARED_TOKENS = 16
+ODD_MOMENTS = ("mean/sd", "skewness", "mean sign", "E[x|x|]/E[x^2]")
 # A rotation is used only when it explains the shared rows almost entirely and clearly better than the best
 # signed permutation, from at least two rows per coordinate.  Independent models' embeddings are partly
 # rotation-alignable (same data, same token geometry: zoo independents reach a fit of 0.76), and a basis
@@ -83,6 +91,26 @@ def row_norms(view: TensorView) -> np.ndarray:
 
 def _log(values: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(values, 1e-30))
+
+
+def odd_moments(view: TensorView) -> np.ndarray:
+    """:data:`ODD_MOMENTS` of every column of a [tokens, width] matrix over all rows (len(ODD_MOMENTS) x width).
+
+    Each is odd in the column (negating it negates them) and depends only on
+    the column's distribution over tokens, not on the tokens' ids or order.
+    One streamed pass; sums in float64.
+    """
+    sums = np.zeros((5, view.shape[1]))
+    for block in view.blocks(dtype=np.float64):
+        require_finite(block, view.name)
+        sums += (block.sum(axis=0), np.square(block).sum(axis=0), (block ** 3).sum(axis=0),
+                 np.sign(block).sum(axis=0), (block * np.abs(block)).sum(axis=0))
+    m1, m2, m3, sign, signed_square = sums / view.shape[0]
+    var = np.maximum(m2 - m1 * m1, 0.0)
+    sd = np.sqrt(var)
+    safe_sd, safe_m2 = np.where(sd > 0, sd, 1.0), np.where(m2 > 0, m2, 1.0)
+    skew = (m3 - 3 * m1 * var - m1 ** 3) / safe_sd ** 3
+    return np.array([m1 / safe_sd, np.where(sd > 0, skew, 0.0), sign, signed_square / safe_m2])
 
 
 def token_keys(model: Model, rows: int) -> tuple[list[str], np.ndarray, str]:
@@ -144,6 +172,10 @@ def extract_residual(model: Model, seed: int, tokens: int) -> tuple[dict, dict[s
             values = sample_block(view, ids, np.arange(width))
             require_finite(values, view.name)
             arrays[name] = (values * final if name == "head" else values).astype(np.float16)
+        # the head reads the stream through the final norm's gain: a copy may negate the gain instead of the column
+        arrays["odd"] = np.concatenate([odd_moments(view) * (np.sign(final) if name == "head" else 1.0)
+                                        for name, view in sources]).astype(np.float32)
+        meta["odd_kinds"] = [[name, moment] for name, _ in sources for moment in ODD_MOMENTS]
     features, kinds = [], []
     for layer in roles.layers:
         gain = _gain(layer.roles, "norm.attn", width)
@@ -245,6 +277,20 @@ def _coordinate_profiles(a: Fingerprint, b: Fingerprint) -> tuple[np.ndarray, np
     return rows_a[keep], rows_b[keep]
 
 
+def _odd_profiles(a: Fingerprint, b: Fingerprint) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both models' odd column moments over the same (source, moment) rows, each row scaled to unit RMS."""
+    if "odd" not in a.arrays or "odd" not in b.arrays:
+        return None
+    kinds_a, kinds_b = [tuple(k) for k in a.meta["odd_kinds"]], [tuple(k) for k in b.meta["odd_kinds"]]
+    common = [k for k in kinds_a if k in kinds_b]
+    if not common:
+        return None
+    rows_a = a.arrays["odd"][[kinds_a.index(k) for k in common]].astype(np.float64)
+    rows_b = b.arrays["odd"][[kinds_b.index(k) for k in common]].astype(np.float64)
+    scale = lambda rows: rows / np.sqrt(np.mean(np.square(rows), axis=1, keepdims=True)).clip(1e-30)  # noqa: E731
+    return scale(rows_a), scale(rows_b)
+
+
 def _fit(ea: np.ndarray, eb: np.ndarray, mapped_b: np.ndarray) -> float:
     """Share of B's shared rows explained by A's rows mapped into B's basis: 1 - |mapped - eb|^2 / |eb|^2."""
     return float(1.0 - np.square(mapped_b - eb).sum() / max(np.square(eb).sum(), 1e-300))
@@ -264,15 +310,26 @@ def align(a: Fingerprint, b: Fingerprint) -> Alignment:
         score += np.abs(signed)
         sources.append(f"embeddings of {shared} shared tokens")
     profiles = _coordinate_profiles(a, b)
+    odd = _odd_profiles(a, b) if signed is None else None
+    if odd is not None:  # their magnitudes also help find the permutation
+        profiles = (np.vstack([profiles[0], np.abs(odd[0])]), np.vstack([profiles[1], np.abs(odd[1])])) \
+            if profiles is not None else (np.abs(odd[0]), np.abs(odd[1]))
     if profiles is not None:
         pa, pb = profiles
         score += _column_correlation(pa, pb)
-        sources.append(f"{pa.shape[0]} per-coordinate statistics (norm gains, q/k/v column and o row norms)")
+        sources.append(f"{pa.shape[0]} per-coordinate statistics (norm gains, q/k/v column and o row norms"
+                       f"{', odd moments of the embedding columns' if odd is not None else ''})")
     if not sources:
         raise Inapplicable("nothing carries the residual coordinates of both models (no shared tokens, no norms "
                            "or attention weights)")
     order = best_assignment(score)
-    signs = np.ones(width) if signed is None else np.where(signed[np.arange(width), order] < 0, -1.0, 1.0)
+    if signed is not None:
+        signs = np.where(signed[np.arange(width), order] < 0, -1.0, 1.0)
+    elif odd is not None:  # a negated coordinate negates its odd moments
+        signs = np.where(np.einsum("kc,kc->c", odd[0], odd[1][:, order]) < 0, -1.0, 1.0)
+        sources.append("signs from the odd moments of the embedding columns")
+    else:
+        signs = np.ones(width)
     token_key = a.meta["token_key"] if shared else None
     if shared == 0 or ea.shape[0] < ROTATION_ROWS_PER_COORDINATE * width:
         return Alignment(SIGNED_PERMUTATION, order, signs, None, shared, token_key, None, None, tuple(sources))
