@@ -56,6 +56,7 @@ PRESERVING = {
     "residual-rotation": lambda t, c, rng: disguise.rotate_residual(t, c, rng=rng),
     "norm-folding": lambda t, c, rng: disguise.fold_norms(t, c),
     "unit-permutation": lambda t, c, rng: disguise.permute_units(t, c, rng=rng),
+    "unit-permutation-scaled": lambda t, c, rng: disguise.permute_units(t, c, rng=rng, scale=True),
     "head-permutation": lambda t, c, rng: disguise.permute_heads(t, c, rng=rng),
     "head-transform": lambda t, c, rng: disguise.transform_heads(t, c, rng=rng),
     "rescale": lambda t, c, rng: disguise.rescale(t, c, rng=rng),

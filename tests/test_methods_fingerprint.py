@@ -65,7 +65,7 @@ def test_budgets_bound_the_fingerprint(models):
 def test_nan_in_a_used_tensor_is_refused(models, tmp_path):
     source = build(tmp_path / "src", 1, DIMS)
 
-    def poison(tensors):
+    def poison(tensors, config):
         tensors = dict(tensors)
         tensors["model.layers.2.self_attn.q_proj.weight"] = tensors["model.layers.2.self_attn.q_proj.weight"].copy()
         tensors["model.layers.2.self_attn.q_proj.weight"][0] = np.nan

@@ -6,19 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from methods_support import (
-    build,
-    derive,
-    finetune,
-    load_model,
-    mixtral_config,
-    permute_hidden_units,
-    permute_residual,
-    rescale_attention,
-    upcycle,
-)
+from methods_support import build, derive, finetune, load_model, seeded, upcycle
 
 from audit.methods import REGISTRY, get_method
+from audit.testing.disguise import permute_residual, permute_units, rescale
 from audit.testing.synth import Dims, make_checkpoint
 
 DIMS = Dims(layers=8, hidden=32, mlp=64, heads=4, kv_heads=2, vocab=64)
@@ -33,16 +24,14 @@ def zoo(tmp_path_factory):
         "a": a,
         "independent": build(root / "independent", 2, DIMS),
         "finetuned": derive(a, root / "finetuned", finetune(0.5, 7)),
-        "units-permuted": derive(a, root / "units-permuted", permute_hidden_units(8)),
-        "residual-permuted": derive(a, root / "residual-permuted", permute_residual(9)),
-        "qk-rescaled": derive(a, root / "qk-rescaled", rescale_attention(10, values_too=False)),
-        "qkvo-rescaled": derive(a, root / "qkvo-rescaled", rescale_attention(10, values_too=True)),
+        "units-permuted": derive(a, root / "units-permuted", seeded(permute_units, 8)),
+        "residual-permuted": derive(a, root / "residual-permuted", seeded(permute_residual, 9)),
+        "qk-rescaled": derive(a, root / "qk-rescaled", seeded(rescale, 10, parts=("qk",))),
+        "qkvo-rescaled": derive(a, root / "qkvo-rescaled", seeded(rescale, 10, parts=("qk", "vo"))),
         "shallower": build(root / "shallower", 3, Dims(layers=6, hidden=32, mlp=64, heads=4, kv_heads=2, vocab=64)),
     }
-    moe = derive(a, root / "upcycled", upcycle(4, 0.3, 11, DIMS))
-    mixtral_config(moe, 4)
-    paths["upcycled"] = moe
-    paths["upcycled-finetuned"] = derive(moe, root / "upcycled-finetuned", finetune(0.3, 12))
+    paths["upcycled"] = derive(a, root / "upcycled", upcycle(4, 0.3, 11))
+    paths["upcycled-finetuned"] = derive(paths["upcycled"], root / "upcycled-finetuned", finetune(0.3, 12))
     return {name: load_model(path) for name, path in paths.items()}
 
 
@@ -146,7 +135,7 @@ def _with_profiles(tmp_path, name: str, profiles: dict[str, list[float]]):
     depth = len(next(iter(profiles.values())))
     base = make_checkpoint(tmp_path / f"{name}-base", "llama", Dims(layers=depth, hidden=4, mlp=8, heads=2), seed=0)
 
-    def apply(tensors):
+    def apply(tensors, config):
         out = dict(tensors)
         for proj, stds in profiles.items():
             for layer, std in enumerate(stds):

@@ -170,6 +170,8 @@ def _complete_set(directory: Path, stem: str) -> list[Path]:
             found[(int(match.group(2)), int(match.group(3)))] = candidate
     where = f"split GGUF '{shown(stem)}' in {shown(directory, 300)}"
     counts = sorted({count for _, count in found})
+    if not counts:
+        raise InputError(f"{where}: no readable shard")
     if len(counts) > 1:
         a, b = (next(p.name for (_, c), p in sorted(found.items()) if c == count) for count in counts[:2])
         raise InputError(f"{where}: shards of different sets ({shown(a)} and {shown(b)}); keep one set per folder")
@@ -201,10 +203,8 @@ def check_split(files: list[GGUFFile]) -> None:
     total = files[0].metadata.get("split.tensors.count")
     for number, file in enumerate(files):
         no, count = file.metadata.get("split.no"), file.metadata.get("split.count")
-        if len(files) == 1 and no is None and count is None:
-            return
-        if len(files) == 1 and count == 1 and no == 0:
-            return
+        if len(files) == 1 and count in (None, 1) and no in (None, 0):
+            return  # not split, or a "split" of one
         if not (isinstance(no, int) and isinstance(count, int)):
             raise InputError(f"{file.path}: named as shard {number + 1} of {len(files)} of a split GGUF but has no "
                              "split.no/split.count metadata")

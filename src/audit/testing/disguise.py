@@ -146,10 +146,12 @@ def rotate_residual(tensors: Tensors, config: dict, *, rng: np.random.Generator)
     return Disguised(out, dict(config), {"folded_norms": True, "rotation": rotation.tolist()})
 
 
-def permute_units(tensors: Tensors, config: dict, *, rng: np.random.Generator) -> Disguised:
+def permute_units(tensors: Tensors, config: dict, *, rng: np.random.Generator, scale: bool = False) -> Disguised:
     """Per layer (and per expert) one permutation of the MLP hidden units: gate/up rows and
-    down columns move together, so the sum over units is the same sum."""
-    out, record = dict(tensors), []
+    down columns move together, so the sum over units is the same sum.  With ``scale``, each
+    unit's up row is also multiplied by its own factor c = +-e**U(-1, 1) and its down column
+    divided by it (SwiGLU is linear in up, so the unit's output is unchanged)."""
+    out, record, factors = dict(tensors), [], []
     for layer, names in sorted(_layers(tensors).items()):
         triples = [("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")] if "mlp.up_proj.weight" in names else []
         experts = sorted({int(n.split(".")[2]) for n in names if n.startswith("block_sparse_moe.experts.")})
@@ -157,11 +159,16 @@ def permute_units(tensors: Tensors, config: dict, *, rng: np.random.Generator) -
         perms = []
         for gate, up, down in triples:
             g, u, d = (names[f"{p}.weight"] for p in (gate, up, down))
-            perm = rng.permutation(tensors[u].shape[0])
+            width = tensors[u].shape[0]
+            perm = rng.permutation(width)
             out[g], out[u], out[d] = tensors[g][perm], tensors[u][perm], tensors[d][:, perm]
+            if scale:
+                c = np.exp(rng.uniform(-1.0, 1.0, width)) * rng.choice([-1.0, 1.0], width)
+                out[u], out[d] = out[u] * c[:, None], out[d] / c[None, :]
+                factors.append(c.tolist())
             perms.append(perm.tolist())
         record.append(perms)
-    return Disguised(out, dict(config), {"unit_permutations": record})
+    return Disguised(out, dict(config), {"unit_permutations": record, **({"unit_factors": factors} if scale else {})})
 
 
 def permute_heads(tensors: Tensors, config: dict, *, rng: np.random.Generator) -> Disguised:

@@ -39,11 +39,7 @@ def permute(weights: np.ndarray, heads: int, kv_heads: int | None = None) -> np.
 
 
 def gguf_name(hf_name: str, model_type: str = "llama") -> tuple[str, int | None]:
-    """The llama.cpp name of a Hugging Face tensor name, and the expert whose slice of it this is (or None).
-
-    ``model.lm_head`` (as synth writes it) is taken for the standard ``lm_head``.
-    """
-    hf_name = hf_name.removeprefix("model.") if hf_name.startswith("model.lm_head.") else hf_name
+    """The llama.cpp name of a Hugging Face tensor name, and the expert whose slice of it this is (or None)."""
     for gguf_base, hf_base in GLOBAL_NAMES.items():
         if hf_name.startswith(hf_base + "."):
             return gguf_base + hf_name[len(hf_base):], None

@@ -129,14 +129,19 @@ class _Slot:
         return 4 * sum(math.prod(shape) for shape in self.shapes)
 
 
+HEAD_ROLES = frozenset({"head", "head.bias"})  # on the *ForCausalLM wrapper, outside the base model's prefix
+
+
 def _plan(spec: FamilySpec, dims: Dims, qk_norm: bool) -> list[_Slot]:
-    prefix = spec.strip_prefixes[0] if spec.strip_prefixes else ""
+    """Every tensor to write, under its Hugging Face name (``model.embed_tokens.weight`` but ``lm_head.weight``)."""
+    base = spec.strip_prefixes[0] if spec.strip_prefixes else ""
     slots = []
     for pattern in spec.patterns:
         for layer in range(dims.layers) if pattern.placeholders else [None]:
             if not _wanted(pattern, spec, dims, layer if layer is not None else -1, qk_norm):
                 continue
             width = dims.shared_mlp if pattern.kind == "shared_expert" else dims.mlp
+            prefix = "" if HEAD_ROLES & set(pattern.roles) else base
             shapes = tuple(_shape(role, dims, width) for role in pattern.roles)
             for expert in range(dims.experts) if "expert" in pattern.placeholders else [None]:
                 name = prefix + pattern.template.format(layer=layer, expert=expert)
