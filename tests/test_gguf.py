@@ -280,3 +280,16 @@ def test_a_renamed_shard_alone_is_refused(split_gguf, tmp_path, run_cli):
     alone.write_bytes(split_gguf[1].read_bytes())
     code, out, err = run_cli("inspect", alone)
     assert code == 2 and "metadata says shard 1 of 4" in err and "NAME-0000k-of-0000n.gguf" in err, err
+
+
+def test_qwen_moe_shared_expert_gate_stored_as_a_vector(moe_models, tmp_path):
+    """llama.cpp creates ffn_gate_inp_shexp as a vector; it is read as Hugging Face's [1, hidden] gate."""
+    name = "model.layers.2.mlp.shared_expert_gate.weight"
+    with open_checkpoint(moe_models["qwen2-moe"]) as a:
+        want = a.tensors[name].view().read(np.float32)
+    path = write_gguf(moe_models["qwen2-moe"], tmp_path / "m.gguf", qtype="F16", raw={name: (want.reshape(-1), "F32")})
+    with open_checkpoint(path) as g:
+        assert g.gguf._stored[name].gguf_name == "blk.2.ffn_gate_inp_shexp.weight"
+        assert g.tensors[name].shape == (1, MOE["qwen2-moe"].hidden)
+        assert np.array_equal(g.tensors[name].view().read(np.float32), want)
+        assert "moe.shared_router" in assign_roles(g).layers[2].roles
