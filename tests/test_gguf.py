@@ -293,3 +293,20 @@ def test_qwen_moe_shared_expert_gate_stored_as_a_vector(moe_models, tmp_path):
         assert g.tensors[name].shape == (1, MOE["qwen2-moe"].hidden)
         assert np.array_equal(g.tensors[name].view().read(np.float32), want)
         assert "moe.shared_router" in assign_roles(g).layers[2].roles
+
+
+def test_a_stack_of_absurdly_many_experts_is_refused(tmp_path, run_cli, monkeypatch):
+    import gguf
+
+    from audit.checkpoint import gguf_file
+
+    monkeypatch.setattr(gguf_file, "MAX_TENSORS", 100)  # the real limit, hit with a small file
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_expert_count(101)
+    writer.add_tensor("blk.0.ffn_up_exps.weight", np.zeros((101, 2, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    code, _, err = run_cli("inspect", tmp_path / "m.gguf")
+    assert code == 2 and "stacks 101 experts" in err and "corrupted or hostile" in err, err
