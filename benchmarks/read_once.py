@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import audit as audit_package
 from audit.testing.synth import Dims, make_checkpoint
 
 LLAMA_2_7B = Dims(layers=32, hidden=4096, mlp=11008, heads=32, kv_heads=32, vocab=32000)
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "XDG_CACHE_HOME": str(args.workdir / "cache")}
         env.pop("AUDIT_HASH_CACHE", None)
         shutil.rmtree(args.workdir / "cache", ignore_errors=True)
+        # As `pip install` does: the package's bytecode exists before the first run.  Without it, every run
+        # under PYTHONDONTWRITEBYTECODE (set on some machines) compiles the whole package again.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(audit_package.__file__).parent)], check=True)
         audit = [sys.executable, "-m", "audit.cli"]
         compare = [*audit, "compare", str(a), str(b), "--methods", "attn-std"]
         print(f"{args.layers} of 32 Llama-2-7B layers: {len(files)} files, {total / 1e9:.2f} GB in all; {cores} cores", flush=True)

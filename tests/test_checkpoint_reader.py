@@ -60,6 +60,43 @@ def test_bf16_statistics_match_float64_reference(tmp_path):
         assert view.moments().std(ddof=0) == pytest.approx(reference.std(), rel=1e-6)
 
 
+def _moments_through_ml_dtypes(view: TensorView) -> Moments:
+    """The reduction as it ran before bf16 was read as bits: blocks decoded by ml_dtypes."""
+    total = Moments()
+    for block in view.blocks(None):
+        total = total.merge(Moments.of(block))
+    return total
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_bf16_moments_read_as_bits_equal_the_ml_dtypes_path_bit_for_bit(tmp_path, transposed):
+    rng = np.random.default_rng(11)
+    tensors = {
+        "weights": (0.02 * rng.standard_normal((700, 300))).astype(ml_dtypes.bfloat16),  # narrow_sums path
+        "gains": (1.0 + 0.01 * rng.standard_normal((40, 50))).astype(ml_dtypes.bfloat16),  # mean dominates: float64 path
+        "huge": np.full((4, 8), 3e38, dtype=np.float32).astype(ml_dtypes.bfloat16),  # squares overflow float32
+    }
+    save_file(tensors, tmp_path / "m.safetensors")
+    with open_checkpoint(tmp_path / "m.safetensors") as ck:
+        for name, values in tensors.items():
+            view = TensorView(ck.tensor(name), transposed=transposed)
+            assert view.moments() == _moments_through_ml_dtypes(view), name
+            assert ck.tensor(name).raw(bits=True).dtype == np.uint16
+            np.testing.assert_array_equal(ck.tensor(name).raw(bits=True), values.view(np.uint16))
+        assert view.moments().mean == pytest.approx(3e38, rel=1e-2)
+
+
+def test_bf16_read_as_bits_still_names_a_non_finite_tensor(tmp_path):
+    from audit.errors import NonFiniteError
+
+    values = np.ones((64, 64), dtype=ml_dtypes.bfloat16)
+    values[3, 5] = np.nan
+    save_file({"w": values}, tmp_path / "m.safetensors")
+    with open_checkpoint(tmp_path / "m.safetensors") as ck:
+        with pytest.raises(NonFiniteError, match="'w'"):
+            ck.tensor("w").view().moments()
+
+
 def test_moments_of_known_values():
     moments = Moments.of(np.array([1.0, 2.0])).merge(Moments.of(np.array([3.0, 4.0, 5.0])))
     assert (moments.count, moments.mean, moments.m2) == (5, 3.0, 10.0)

@@ -102,7 +102,6 @@ def test_hostile_json_values_in_every_json_input(tmp_path, run_cli, model, file,
         (model / "config.json").write_text('{"model_type": "llama", "num_attention_heads": @}'.replace("@", value))
     else:
         (model / "tokenizer.json").write_text('{"model": {"vocab": {"a": @}}}'.replace("@", value))
-        argv = ["compare", model, model, "--methods", "norm"]
     _refused(run_cli, *argv, phrase=phrase)
 
 
@@ -131,7 +130,7 @@ def test_wrong_types_in_config_name_the_field(run_cli, model, document, phrase):
 ])
 def test_wrong_types_in_tokenizer_are_refused(run_cli, model, document, phrase):
     (model / "tokenizer.json").write_text(json.dumps(document))
-    _refused(run_cli, "compare", model, model, "--methods", "norm", phrase=phrase)
+    _refused(run_cli, "inspect", model, phrase=phrase)  # compare reads it only for methods that use it
 
 
 @pytest.mark.parametrize("weight_map,phrase", [
@@ -296,3 +295,8 @@ def test_the_tensor_count_is_bounded_across_shards(tmp_path, run_cli, monkeypatc
     monkeypatch.setattr(checkpoint, "MAX_MODEL_TENSORS", 30)  # the real bound is 1,000,000: too many files to build here
     built = make_checkpoint(tmp_path / "m", "llama", Dims(layers=4, hidden=16, mlp=32, heads=2, vocab=20), shards=3)
     _refused(run_cli, "inspect", built.path, phrase="more than 30 tensors across")
+
+
+def test_compare_refuses_a_bad_tokenizer_when_a_method_reads_it(run_cli, model):
+    (model / "tokenizer.json").write_text(json.dumps({"model": {"vocab": 7}}))
+    _refused(run_cli, "compare", model, model, "--methods", "robust-match", phrase="no model.vocab")

@@ -43,6 +43,14 @@ def test_fork_map_runs_in_workers_but_never_nests():
     assert flag and len(pids) == 1
 
 
+def test_fork_map_runs_meanwhile_here_once_while_the_workers_compute():
+    calls = []
+    assert fork_map(_pid, range(4), workers=2, meanwhile=lambda: calls.append(os.getpid())) != [os.getpid()] * 4
+    assert calls == [os.getpid()]
+    assert fork_map(_square, range(3), workers=1, meanwhile=lambda: calls.append("here")) == [0, 1, 4]
+    assert calls == [os.getpid(), "here"]
+
+
 def test_tensor_moments_on_processes_match_serial_and_report_nan(tmp_path):
     import ml_dtypes
     from safetensors.numpy import save_file

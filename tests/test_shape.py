@@ -88,10 +88,29 @@ def test_inspect_imports_no_heavy_library(tmp_path):
     assert _loaded_after(code) == set()  # a bf16 header is checked without ml_dtypes
 
 
+def test_compare_with_attn_std_imports_only_what_its_test_needs(tmp_path):
+    """Its bf16 weights are reduced as bits (no ml_dtypes), the other methods' modules stay unimported, and
+    scipy.stats comes with the permutation test, after the weights are read."""
+    from audit.testing.synth import Dims, make_checkpoint
+
+    a = make_checkpoint(tmp_path / "a", "llama", Dims(layers=4), seed=1, dtype="BF16").path
+    b = make_checkpoint(tmp_path / "b", "llama", Dims(layers=4), seed=2, dtype="BF16").path
+    code = (f"from audit.cli import main\nassert main(['compare', {str(a)!r}, {str(b)!r}, '--methods', 'attn-std']) == 0\n"
+            "import sys\nassert 'audit.methods.aligned_match' not in sys.modules\n"
+            "assert 'audit.format.json' not in sys.modules")
+    assert _loaded_after(code) == {"scipy.stats"}
+    assert _loaded_after("import audit.compare, audit.methods.attn_std") == set()
+
+
 def test_the_heavy_libraries_do_load_where_needed():
-    """The probe can fail: reading a bf16 tensor loads ml_dtypes, running a method loads scipy.stats."""
+    """The probe can fail: reading a bf16 tensor loads ml_dtypes, running a permutation test loads scipy.stats."""
     assert "ml_dtypes" in _loaded_after("from audit.checkpoint.dtypes import numpy_dtype\nnumpy_dtype('BF16')")
-    assert "scipy.stats" in _loaded_after("import audit.methods")
+    assert "scipy.stats" in _loaded_after("import numpy as np\nfrom audit.stats import linear_permutation_test\n"
+                                          "linear_permutation_test(np.eye(3), n_resamples=10, seed=0, unit='rows')")
+
+
+def test_the_registry_names_each_method_by_its_own_name():
+    assert [cls.name for cls in REGISTRY.values()] == list(REGISTRY)
 
 
 def test_lazy_names_of_the_package():

@@ -67,7 +67,6 @@ def _method_names(items: Sequence[str] | None) -> list[str] | None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from audit.format.json import audit_doc, comparison_doc, write_json
     from audit.format.text import format_audit, format_comparison
 
     names = _method_names(args.methods)
@@ -83,6 +82,8 @@ def _compare(args: argparse.Namespace) -> int:
         comparison = compare_models(args.a, args.b, methods=names, seed=args.seed or 0, params=params,
                                     hash_cache=_hash_cache(args))
         if args.json:
+            from audit.format.json import comparison_doc, write_json
+
             write_json(args.json, comparison_doc(comparison))
         print(format_comparison(comparison))
         return 0
@@ -93,6 +94,8 @@ def _compare(args: argparse.Namespace) -> int:
     audit = run_audit(args.a, args.b, baseline=args.baseline, methods=names, seed=args.seed, alpha=args.alpha,
                       hash_cache=_hash_cache(args), plan=_plan_file(args.plan))
     if args.json:
+        from audit.format.json import audit_doc, write_json
+
         write_json(args.json, audit_doc(audit))
     print(format_audit(audit))
     return 0

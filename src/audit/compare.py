@@ -146,7 +146,7 @@ def compare_against(
 
 
 def _model(checkpoint: Checkpoint) -> Model:
-    return Model(assign_roles(checkpoint), checkpoint.vocab, checkpoint.vocabulary)
+    return Model.of(checkpoint, assign_roles(checkpoint))
 
 
 def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) -> ModelInfo:
@@ -156,7 +156,7 @@ def _info(label: str, path: str | Path, checkpoint: Checkpoint, model: Model) ->
     sizes = {str(f.path.relative_to(checkpoint.directory)): f.size for f in checkpoint.files}
     return ModelInfo(label, str(path), files, model.roles.family, model.roles.depth,
                      {n: h.source for n, h in hashes.items()}, hub, checkpoint.resolved_paths(), sizes,
-                     architecture(summarize(checkpoint, model.roles, hashes=False)), checkpoint.config)
+                     architecture(summarize(checkpoint, model.roles, hashes=False, tokenizer=False)), checkpoint.config)
 
 
 def run_method(

@@ -87,8 +87,10 @@ def _first_expert_width(roles: RoleMap, shared: bool) -> int | None:
     return None
 
 
-def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check_finite: bool = False) -> ModelSummary:
-    """Summarise ``checkpoint``; ``check_finite`` scans every float tensor for NaN/Inf."""
+def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check_finite: bool = False,
+              tokenizer: bool = True) -> ModelSummary:
+    """Summarise ``checkpoint``; ``check_finite`` scans every float tensor for NaN/Inf; without ``tokenizer``
+    the tokenizer is not read (its summary is left out)."""
     if hashes:
         checkpoint.start_hashing()  # on background threads while the tensors are scanned
     if check_finite:
@@ -133,7 +135,7 @@ def summarize(checkpoint: Checkpoint, roles: RoleMap, hashes: bool = True, check
         unassigned=list(roles.unassigned),
         files=files,
         warnings=list(checkpoint.warnings),
-        tokenizer=checkpoint.vocabulary.summary() if checkpoint.vocabulary is not None else None,
+        tokenizer=checkpoint.vocabulary.summary() if tokenizer and checkpoint.vocabulary is not None else None,
         gguf=None if checkpoint.gguf is None else {
             "architecture": checkpoint.gguf.architecture,
             "tensor_types": dict(sorted(Counter(checkpoint.gguf_tensor_types.values()).items()))},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TypeVar
 
@@ -45,25 +46,54 @@ def in_worker() -> bool:
     return _in_pool or multiprocessing.current_process().daemon
 
 
-def fork_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
+def fork_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None, *,
+             meanwhile: Callable[[], object] | None = None) -> list[R]:
     """``[fn(x) for x in items]`` on forked worker processes, in order.
 
     For numpy work made of many short calls, which threads cannot overlap
     (the GIL is taken between calls).  ``fork`` starts workers in
     milliseconds with everything imported; they must only compute.  Runs in
     this process when one worker is asked for, inside a worker (the cores are
-    already in use), or where the platform cannot fork.
+    already in use), or where the platform cannot fork.  ``meanwhile`` is
+    run here once the workers are forked (or after the items, when they run
+    here): what the caller needs next, such as an import, done while this
+    process would only wait.
     """
     workers = min(workers or cores(), len(items))
     if workers <= 1 or in_worker() or "fork" not in multiprocessing.get_all_start_methods():
-        return [fn(item) for item in items]
+        results = [fn(item) for item in items]
+        if meanwhile is not None:
+            meanwhile()
+        return results
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
                              initializer=_mark_worker) as pool:
-        return list(pool.map(fn, items))
+        pending = pool.map(fn, items)  # with fork, every worker process is started by now
+        if meanwhile is not None:
+            meanwhile()
+        return list(pending)
 
 
-def progress(total: int, desc: str) -> tqdm:
-    """A tqdm bar on stderr; ``disable=None`` hides it when stderr is not a terminal."""
+class _NoBar:
+    """What a hidden tqdm bar does (nothing), without importing tqdm: stderr is not a terminal."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_postfix_str(self, s: str = "") -> None:
+        return None
+
+
+def progress(total: int, desc: str) -> tqdm | _NoBar:
+    """A tqdm bar on stderr when it is a terminal (as tqdm's ``disable=None``), else nothing, and tqdm
+    is not imported (a scripted ``compare`` would pay its import for a bar nobody sees)."""
+    if not sys.stderr.isatty():
+        return _NoBar()
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="task", disable=None, leave=False, dynamic_ncols=True)

@@ -155,7 +155,7 @@ def _fingerprint_model(task: tuple[str, int, tuple[str, ...], str | None]) -> Fi
     with open_checkpoint(path) as checkpoint:
         roles = assign_roles(checkpoint, mapping)
         summary = summarize(checkpoint, roles)
-        model = Model(roles, checkpoint.vocab, checkpoint.vocabulary)
+        model = Model.of(checkpoint, roles)
         for name in method_names:
             method = get_method(name)
             if method.fingerprint_kind in prints:

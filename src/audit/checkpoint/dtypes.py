@@ -40,6 +40,16 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(_NUMPY[name])
 
 
+def stored_dtype(name: str, bits: bool = False) -> np.dtype:
+    """The numpy dtype of a safetensors dtype name, or with ``bits`` the unsigned integer of its width.
+
+    Reductions of bf16 weights work on the bits (a 16-bit shift widens them to
+    float32 exactly), so they never import ``ml_dtypes``: about a second per
+    process on a small machine, paid again by every worker that did not inherit it.
+    """
+    return np.dtype(f"<u{ITEMSIZE[name]}") if bits else numpy_dtype(name)
+
+
 class _Table(Mapping[str, np.dtype]):
     """Name -> numpy dtype, each looked up (and ``ml_dtypes`` imported) only when asked for."""
 

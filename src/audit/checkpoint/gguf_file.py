@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.checkpoint.dtypes import DTYPES, ITEMSIZE
+from audit.checkpoint.dtypes import DTYPES, ITEMSIZE, stored_dtype
 from audit.checkpoint.safetensors_file import MAX_TENSORS, TensorEntry, close_mapped, drop_pages
 from audit.checkpoint.vocabulary import Vocabulary, vocabulary_from_gguf
 from audit.errors import InputError, shown
@@ -407,18 +407,18 @@ class GGUFFile:
                 raise InputError(f"{self.path}: file changed size while open")
         return self._mmap
 
-    def array(self, entry: TensorEntry) -> np.ndarray:
-        """The tensor in Hugging Face layout: a read-only map for plain floats, else dequantised float32."""
+    def array(self, entry: TensorEntry, bits: bool = False) -> np.ndarray:
+        """The tensor in Hugging Face layout: a read-only map for plain floats, else dequantised float32;
+        ``bits``: as unsigned integers of the entry dtype's width (see :func:`stored_dtype`)."""
         stored = self._stored[entry.name]
         if stored.ggml_type in PLAIN_TYPES and stored.heads is None:
-            return np.frombuffer(self._map(), dtype=DTYPES[entry.dtype], count=entry.numel,
+            return np.frombuffer(self._map(), dtype=stored_dtype(entry.dtype, bits), count=entry.numel,
                                  offset=stored.offset).reshape(entry.shape)
-        if self._held is not None and self._held[0] == entry.name:
-            return self._held[1]
-        values = self._decode(stored, entry)
-        values.flags.writeable = False
-        self._held = (entry.name, values)
-        return values
+        if self._held is None or self._held[0] != entry.name:
+            values = self._decode(stored, entry)
+            values.flags.writeable = False
+            self._held = (entry.name, values)
+        return self._held[1].view(stored_dtype(entry.dtype, True)) if bits else self._held[1]
 
     def _decode(self, stored: _Stored, entry: TensorEntry) -> np.ndarray:
         from gguf import GGMLQuantizationType

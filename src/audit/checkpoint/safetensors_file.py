@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from audit.checkpoint.dtypes import DTYPES, ITEMSIZE
+from audit.checkpoint.dtypes import DTYPES, ITEMSIZE, stored_dtype
 from audit.errors import InputError, shown
 from audit.files import open_regular, parse_json
 
@@ -229,17 +229,19 @@ class SafetensorsFile:
                 "(trailing bytes or a corrupted header)"
             )
 
-    def array(self, entry: TensorEntry) -> np.ndarray:
-        """A zero-copy, read-only view of the stored tensor in its own dtype."""
+    def array(self, entry: TensorEntry, bits: bool = False) -> np.ndarray:
+        """A zero-copy, read-only view of the stored tensor in its own dtype, or (``bits``) as
+        unsigned integers of its width, which needs no ``ml_dtypes`` (see :func:`stored_dtype`)."""
+        dtype = stored_dtype(entry.dtype, bits)
         if entry.numel == 0:
-            return np.zeros(entry.shape, dtype=DTYPES[entry.dtype])
+            return np.zeros(entry.shape, dtype=dtype)
         if self._mmap is None:
             with open_regular(self.path, what="safetensors") as handle:
                 self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             if self._mmap_size_changed():
                 raise InputError(f"{self.path}: file changed size while open")
         return np.frombuffer(
-            self._mmap, dtype=DTYPES[entry.dtype], count=entry.numel, offset=self.data_start + entry.begin
+            self._mmap, dtype=dtype, count=entry.numel, offset=self.data_start + entry.begin
         ).reshape(entry.shape)
 
     def release(self, entry: TensorEntry, first_byte: int = 0, last_byte: int | None = None) -> None:

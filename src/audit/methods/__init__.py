@@ -1,7 +1,7 @@
 """Fingerprint methods behind one interface (:class:`Method`) and their registry.
 
 Adding a method: write one module with a :class:`Method` subclass and add it
-to ``REGISTRY`` below.
+to ``_CLASSES`` below (``REGISTRY`` imports it when it is asked for).
 
 Fingerprint sizes with the default parameters for a Llama-2-7B-shaped model
 (32 layers, width 4096, MLP 11008; measured on an all-zero sparse checkpoint
@@ -16,21 +16,45 @@ of that shape, arrays only):
 
 from __future__ import annotations
 
-from typing import Sequence
+import importlib
+from typing import Iterator, Mapping, Sequence
 
 from audit.errors import InputError
-from audit.methods.aligned_match import AlignedMatch
-from audit.methods.attn_std import AttnStd, AttnStdDetrended
 from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
-from audit.methods.layer_map import LayerMap
-from audit.methods.neuron_match import NeuronMatch
-from audit.methods.norm import Norm
-from audit.methods.pcs import Pcs
-from audit.methods.robust_match import RobustMatch
 
-REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (AttnStd, AttnStdDetrended, Norm, Pcs, NeuronMatch, RobustMatch, AlignedMatch, LayerMap)
+# name -> "module:class", in registry order.  A method's module (and the scipy
+# parts it needs) is imported when the method is asked for, so `audit compare
+# --methods attn-std` does not import the matching methods' libraries.
+_CLASSES = {
+    "attn-std": "attn_std:AttnStd",
+    "attn-std-detrended": "attn_std:AttnStdDetrended",
+    "norm": "norm:Norm",
+    "pcs": "pcs:Pcs",
+    "neuron-match": "neuron_match:NeuronMatch",
+    "robust-match": "robust_match:RobustMatch",
+    "aligned-match": "aligned_match:AlignedMatch",
+    "layer-map": "layer_map:LayerMap",
 }
+
+
+class _Registry(Mapping[str, type[Method]]):
+    """Method name -> class, each class imported on first use."""
+
+    def __getitem__(self, name: str) -> type[Method]:
+        module, cls = _CLASSES[name].split(":")
+        return getattr(importlib.import_module(f"audit.methods.{module}"), cls)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_CLASSES)
+
+    def __len__(self) -> int:
+        return len(_CLASSES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _CLASSES
+
+
+REGISTRY: Mapping[str, type[Method]] = _Registry()
 
 
 def get_method(name: str, **params: object) -> Method:

@@ -27,6 +27,7 @@ from audit.checkpoint import moments_of
 from audit.methods.base import Figure, Fingerprint, Inapplicable, Model
 from audit.methods.common import DEFAULT_RESAMPLES, Pairing, PermutationMethod, unit_vectors
 from audit.roles import ATTENTION
+from audit.stats.permutation import preload
 
 MIN_LAYERS = 3  # a z-score and a correlation need at least three points
 MAX_TREND_DEGREE = 2
@@ -86,7 +87,8 @@ class AttnStd(PermutationMethod):
 
     def extract(self, model: Model, seed: int) -> Fingerprint:
         views = [view for p in ATTENTION for view in model.roles.views(p)]
-        stds = np.array([m.std(ddof=1) for m in moments_of(views)]).reshape(len(ATTENTION), -1)
+        # scipy, for the test that follows, is imported while the workers read the weights
+        stds = np.array([m.std(ddof=1) for m in moments_of(views, meanwhile=preload)]).reshape(len(ATTENTION), -1)
         return self.make(None, {"projections": list(ATTENTION), "depth": model.roles.depth, "ddof": 1},
                          {"std": stds})
 

@@ -17,7 +17,7 @@ import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from audit.errors import InputError
 from audit.files import LIMITS, parse_json, read_file
 from audit.roles import RoleMap
 from audit.stats import TestResult
+
+if TYPE_CHECKING:
+    from audit.checkpoint import Checkpoint
 
 FORMAT = "audit-fingerprint"
 FORMAT_VERSION = 1
@@ -46,6 +49,27 @@ class Model:
     roles: RoleMap
     vocab: Mapping[str, int] | None = None
     vocabulary: Vocabulary | None = None
+
+    @staticmethod
+    def of(checkpoint: Checkpoint, roles: RoleMap) -> Model:
+        """``checkpoint``'s model; its tokenizer is read when a method first asks for it (attn-std never does)."""
+        return _CheckpointModel(roles, checkpoint)
+
+
+class _CheckpointModel(Model):
+    """A :class:`Model` whose vocabulary is its checkpoint's, read on first use (the checkpoint caches it)."""
+
+    def __init__(self, roles: RoleMap, checkpoint: Checkpoint) -> None:
+        object.__setattr__(self, "roles", roles)
+        object.__setattr__(self, "_checkpoint", checkpoint)
+
+    @property  # type: ignore[override]
+    def vocab(self) -> Mapping[str, int] | None:
+        return self._checkpoint.vocab
+
+    @property  # type: ignore[override]
+    def vocabulary(self) -> Vocabulary | None:
+        return self._checkpoint.vocabulary
 
 
 @dataclass(frozen=True)

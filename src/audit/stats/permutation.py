@@ -45,8 +45,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
-from scipy.optimize import linear_sum_assignment
 
 from audit.stats.pvalues import LN10, log10_factorial
 from audit.stats.results import EXACT, MONTE_CARLO, Null, Tail, TestResult
@@ -97,8 +95,16 @@ def tail_bound_log10(matrix: np.ndarray, observed: float) -> float:
 
 def max_statistic(matrix: np.ndarray) -> float:
     """The largest value sum_i M[i, sigma(i)] takes over all permutations."""
+    from scipy.optimize import linear_sum_assignment  # scipy is imported by the tests that run, not at start
+
     rows, cols = linear_sum_assignment(matrix, maximize=True)
     return float(matrix[rows, cols].sum())
+
+
+def preload() -> None:
+    """Import the parts of scipy :func:`linear_permutation_test` uses (about half a second on a small
+    machine), e.g. while worker processes read the weights it will test."""
+    import scipy.stats  # noqa: F401
 
 
 def linear_permutation_test(matrix: np.ndarray, *, n_resamples: int, seed: int, unit: str) -> TestResult:
@@ -106,6 +112,8 @@ def linear_permutation_test(matrix: np.ndarray, *, n_resamples: int, seed: int, 
 
     ``unit`` names what is permuted (e.g. "layers of B"), for the description.
     """
+    from scipy import stats
+
     matrix = np.asarray(matrix, dtype=np.float64)
     n = matrix.shape[0]
     rows = np.arange(n)
@@ -142,6 +150,8 @@ def _tolerance(values: np.ndarray) -> float:
 
 def _normal_tail(matrix: np.ndarray, observed: float, draws: np.ndarray, n: int) -> Tail | None:
     """The model-based tail, or None when the normal does not fit the null draws."""
+    from scipy import stats
+
     mean, var = hoeffding_moments(matrix)
     if var <= 0 or draws.size < 20:
         return None

@@ -3,6 +3,8 @@
 scipy's ``t.logsf`` and ``chi2.logsf`` return -inf once the p-value leaves
 float64's range, which strongly related pairs of models reach routinely; the
 formulas here stay finite and agree with scipy where scipy is finite.
+scipy is imported by the functions that use it: importing this module (as
+every method does) must not cost scipy's second of start-up.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
-from scipy.special import betaln, gammaln, logsumexp
 
 LN10 = math.log(10.0)
 _SERIES_BELOW = 0.1  # use the hypergeometric series for x = df/(df+t^2) below this
@@ -23,9 +23,13 @@ def log_t_sf(t: float, df: float) -> float:
         return -math.inf if t > 0 else 0.0
     x = df / (df + t * t)
     if t <= 0 or x >= _SERIES_BELOW:
+        from scipy import stats
+
         return float(stats.t.logsf(t, df))
     # P(T > t) = I_x(a, b) / 2 with a = df/2, b = 1/2, and
     # I_x(a, b) = x^a (1-x)^b / (a B(a, b)) * 2F1(a+b, 1; a+1; x)  (DLMF 8.17.8).
+    from scipy.special import betaln
+
     a, b = df / 2.0, 0.5
     total, term, k = 1.0, 1.0, 0
     while term > 1e-17 * total and k < 10_000:
@@ -36,6 +40,8 @@ def log_t_sf(t: float, df: float) -> float:
 
 
 def log10_factorial(n: int) -> float:
+    from scipy.special import gammaln
+
     return float(gammaln(n + 1)) / LN10
 
 
@@ -46,6 +52,8 @@ def spearman_log10(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     approximation of scipy's ``spearmanr`` but is floored at 1/n!, the exact
     probability of the single best pairing (no p-value can be smaller).
     """
+    from scipy import stats
+
     n = len(x)
     rho = float(stats.spearmanr(x, y).statistic)
     if n < 3 or not math.isfinite(rho):
@@ -69,6 +77,8 @@ def fisher_log10(log10_p: np.ndarray) -> tuple[float, float]:
     half = x / 2.0
     if half == 0.0:
         return x, 0.0
+    from scipy.special import gammaln, logsumexp
+
     j = np.arange(k)
     log_sf = -half + float(logsumexp(j * math.log(half) - gammaln(j + 1)))
     return x, min(0.0, log_sf / LN10)

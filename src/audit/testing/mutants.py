@@ -228,8 +228,7 @@ class _Maker:
         model = self.folder(seed)
         file = model / {"config": "config.json", "tokenizer": "tokenizer.json", "index": "model.safetensors.index.json"}[kind]
         label = self._mutate_json(file)
-        argv = ("compare", str(model), str(self.seeds.model), "--methods", "norm") if kind == "tokenizer" else ("inspect", str(model))
-        return Mutant(kind, label, argv)
+        return Mutant(kind, label, ("inspect", str(model)))  # inspect reads config, tokenizer and index
 
     def mapping(self) -> Mutant:
         self.n += 1
@@ -286,7 +285,6 @@ class _Maker:
             file.symlink_to(what)
         argv = {"checkpoint": ("inspect", str(file if what == "long name" else model)),
                 "mapping": ("inspect", str(self.seeds.model), "--mapping", str(file)),
-                "tokenizer": ("compare", str(model), str(self.seeds.model), "--methods", "norm"),
                 "population": ("baseline", "list", str(file.parent))}.get(where, ("inspect", str(model)))
         return Mutant("special", f"{where} is {what}", argv)
 
