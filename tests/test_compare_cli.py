@@ -108,6 +108,7 @@ def test_budget_reaches_only_the_methods_that_declare_it():
     from audit.methods import tunable
 
     assert tunable(None, budget=1234) == {"neuron-match": {"budget": 1234}, "robust-match": {"budget": 1234},
-                                          "aligned-match": {"budget": 1234}, "layer-map": {"budget": 1234}}
+                                          "aligned-match": {"budget": 1234}, "layer-map": {"budget": 1234},
+                                          "head-match": {"budget": 1234}}
     assert tunable(["pcs", "robust-match"], budget=5) == {"robust-match": {"budget": 5}}
     assert tunable(["pcs"], budget=5) == {}

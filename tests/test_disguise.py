@@ -58,6 +58,7 @@ PRESERVING = {
     "unit-permutation": lambda t, c, rng: disguise.permute_units(t, c, rng=rng),
     "unit-permutation-scaled": lambda t, c, rng: disguise.permute_units(t, c, rng=rng, scale=True),
     "head-permutation": lambda t, c, rng: disguise.permute_heads(t, c, rng=rng),
+    "head-transform": lambda t, c, rng: disguise.transform_heads(t, c, rng=rng),
     "rescale": lambda t, c, rng: disguise.rescale(t, c, rng=rng),
     "zero-output-duplicate": lambda t, c, rng: disguise.duplicate_layers(t, c, layers=[0, 2], zero_output=True),
 }

@@ -221,7 +221,7 @@ def test_bundle_round_trip_keeps_the_digest_and_the_bytes(tiny, tmp_path, run_cl
     root, _ = tiny
     original = Population.open(root / "pop")
     first = export_bundle(root / "pop", tmp_path / "a.popbundle")
-    assert first.digest == original.digest and (first.members, first.fingerprints) == (3, 15)  # 5 fingerprint kinds
+    assert first.digest == original.digest and (first.members, first.fingerprints) == (3, 18)  # 6 fingerprint kinds
     code, out, err = run_cli("baseline", "import", tmp_path / "a.popbundle", tmp_path / "copy")
     assert code == 0, err
     assert f"population digest {original.digest}" in out

@@ -147,7 +147,7 @@ def test_report_without_baseline_counts_exact_tests_only(world, tmp_path, run_cl
     assert "baseline" not in doc and doc["verdict"]["label"] == "derived"
     counted = {m["name"] for m in doc["methods"] if m["vote"]["counts"]}
     # exact and calibrated; the others need a population
-    assert counted == {"norm", "pcs", "neuron-match", "aligned-match", "layer-map"}
+    assert counted == {"norm", "pcs", "neuron-match", "aligned-match", "layer-map", "head-match"}
 
 
 def test_verify_recompute_refuses_another_population(signed, world, tmp_path, run_cli_module):

@@ -61,7 +61,7 @@ def test_method_flags_the_report_reads():
     assert {name for name, cls in REGISTRY.items() if cls.population_heatmap} == {"attn-std", "pcs"}
     assert {name for name, cls in REGISTRY.items() if cls.reads_embeddings} == {"robust-match"}
     assert {name for name, cls in REGISTRY.items() if cls.tunable} == {"neuron-match", "robust-match", "aligned-match",
-                                                                      "layer-map"}
+                                                                      "layer-map", "head-match"}
 
 
 HEAVY = ("weasyprint", "pyhanko", "matplotlib", "statsmodels", "scipy.stats", "ml_dtypes", "tqdm")

@@ -12,6 +12,7 @@ of that shape, arrays only):
     pcs                              1.8 MiB  (224 matrices x 16 x 128 samples)
     neuron-match                     4.0 MiB  (32 layers x 128 units x 256 coordinates)
     robust-match                     8.0 MiB  (128 token rows + 3 of 32 layers x 64 units x 2 x 4096)
+    head-match                        64 MiB  (4 of 32 layers x 4 sketches x 32 heads x 128 x 512 tokens, float16)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _CLASSES = {
     "robust-match": "robust_match:RobustMatch",
     "aligned-match": "aligned_match:AlignedMatch",
     "layer-map": "layer_map:LayerMap",
+    "head-match": "head_match:HeadMatch",
 }
 
 

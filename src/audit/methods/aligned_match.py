@@ -63,7 +63,6 @@ cannot agree.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -74,12 +73,13 @@ from audit.checkpoint.tensor import require_finite
 from audit.methods.alignment import Alignment, align, column_norms, extract_residual, row_norms
 from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
 from audit.methods.common import layer_budget, mlp_blocks, sample_block
-from audit.methods.matching import best_assignment, unit_rows
-from audit.stats import EXACT, Null, TestResult, bonferroni_min_log10
-from audit.stats.fixed_points import convolve_log_pmf, fixed_point_floor, fixed_point_log_pmf, log10_tail
+from audit.methods.agreement import Agreement, combine, count_agreement
+from audit.methods.matching import unit_rows
+from audit.stats import TestResult
 
 F16_BYTES = 2
 MIN_UNITS = 32
+ASSUMPTION = "assumes the output-side matching is exchangeable given the input-side one"
 
 
 def single_threaded_blas(test):
@@ -117,32 +117,6 @@ def _without_common_modes(rows: np.ndarray, count: int) -> np.ndarray:
     return unit_rows(rows - (rows @ top.T) @ top)
 
 
-@dataclass(frozen=True)
-class Agreement:
-    """One pair of MLP blocks: how many of the n units the input- and output-side matchings agree on."""
-
-    layer_a: int
-    layer_b: int
-    block_a: str
-    block_b: str
-    agreements: int
-    units: int  # n: units matched (the smaller side)
-    candidates: int  # m: units they were matched into (the larger side)
-
-    @property
-    def log10_pvalue(self) -> float:
-        return log10_tail(fixed_point_log_pmf(self.units, self.candidates), self.agreements)
-
-    @property
-    def log10_floor(self) -> float:
-        return fixed_point_floor(self.units, self.candidates)
-
-    def to_dict(self) -> dict:
-        return {"layer_a": self.layer_a, "layer_b": self.layer_b, "block_a": self.block_a, "block_b": self.block_b,
-                "agreements": self.agreements, "units": self.units, "candidates": self.candidates,
-                "log10_pvalue": self.log10_pvalue}
-
-
 class UnitSides:
     """A block's units ready to match: unit-length input-side and output-side rows (B's in A's basis)."""
 
@@ -167,11 +141,7 @@ class UnitSides:
 
 def agreement(sides_a: UnitSides, sides_b: UnitSides, layer_a: int, layer_b: int, block_a: str, block_b: str) -> Agreement:
     """Match the smaller side's units into the larger's from each end; count where the two agree."""
-    inputs, outputs = sides_a.similarities(sides_b)
-    if inputs.shape[0] > inputs.shape[1]:
-        inputs, outputs = inputs.T, outputs.T
-    agree = int(np.sum(best_assignment(inputs) == best_assignment(outputs)))
-    return Agreement(layer_a, layer_b, block_a, block_b, agree, inputs.shape[0], inputs.shape[1])
+    return count_agreement(*sides_a.similarities(sides_b), layer_a, layer_b, block_a, block_b)
 
 
 def extract_units(method: AlignedMatch, model: Model, seed: int) -> Fingerprint:
@@ -304,31 +274,4 @@ class AlignedMatch(Method):
                     found.append(agreement(sides_a, sides_b, int(layer), int(layer), x, y))
         if not found:
             raise Inapplicable("no layer holds an MLP block in both fingerprints")
-        return self.combine(found, {"alignment": alignment.summary()})
-
-    @staticmethod
-    def combine(found: list[Agreement], details: dict) -> TestResult:
-        rows = [f.to_dict() for f in found]
-        agreements, units = sum(f.agreements for f in found), sum(f.units for f in found)
-        best = {}  # per layer, the block pair with the smallest p (the MoE expert that a dense MLP became)
-        for f in found:
-            if f.layer_a not in best or (f.log10_pvalue, -f.agreements) < (best[f.layer_a].log10_pvalue, -best[f.layer_a].agreements):
-                best[f.layer_a] = f
-        statistic = sum(f.agreements for f in best.values()) / sum(f.units for f in best.values())
-        if len({f.layer_a for f in found}) == len(found):
-            log_pmf = np.zeros(1)
-            for f in found:
-                log_pmf = convolve_log_pmf(log_pmf, fixed_point_log_pmf(f.units, f.candidates))
-            log10_p = log10_tail(log_pmf, agreements)
-            floor = sum(f.log10_floor for f in found)
-            how = (f"exact: total agreements over {len(found)} layers against the convolution of the per-layer "
-                   "fixed-point distributions (a uniform random permutation's fixed points in each layer)")
-        else:
-            log10_p = bonferroni_min_log10(np.array([f.log10_pvalue for f in found]))
-            floor = min(0.0, min(f.log10_floor for f in found) + math.log10(len(found)))
-            how = (f"exact per block pair (fixed points of a uniform random permutation), Bonferroni minimum over the "
-                   f"{len(found)} block pairs tested")
-        null = Null(EXACT, how + "; assumes the output-side matching is exchangeable given the input-side one",
-                    min_log10_pvalue=floor)
-        return TestResult(statistic, log10_p, null,
-                          details={**details, "agreements": agreements, "units": units, "blocks": rows})
+        return combine(found, {"alignment": alignment.summary()}, ASSUMPTION)

@@ -130,6 +130,27 @@ def token_keys(model: Model, rows: int) -> tuple[list[str], np.ndarray, str]:
     return [f"id:{i}" for i in range(rows)], np.arange(rows, dtype=np.int64), "id"
 
 
+def sample_tokens(model: Model, seed: int, tokens: int, rows: int) -> tuple[dict, np.ndarray]:
+    """The ``tokens`` tokens of lowest seeded hash rank among ids below ``rows``: their keys (``meta`` entries
+    ``vocab_rows``, ``tokens``, ``token_key``) and ids.  Ranked by key, so two tokenizers keep the same texts."""
+    keys, ids, how = token_keys(model, rows)
+    order = np.argsort(hash_rank(seed, keys), kind="stable")[:tokens]
+    return {"vocab_rows": rows, "tokens": [keys[i] for i in order], "token_key": how}, ids[order]
+
+
+def shared_tokens(a: Fingerprint, b: Fingerprint) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in A's and in B's sampled tokens of the tokens both sampled (none when the keys differ in
+    kind, or are ids of vocabularies of different sizes)."""
+    none = np.zeros(0, dtype=np.int64)
+    if a.meta["token_key"] is None or a.meta["token_key"] != b.meta["token_key"]:
+        return none, none
+    if a.meta["token_key"] == "id" and a.meta["vocab_rows"] != b.meta["vocab_rows"]:
+        return none, none
+    where_b = {t: i for i, t in enumerate(b.meta["tokens"])}
+    pairs = [(i, where_b[t]) for i, t in enumerate(a.meta["tokens"]) if t in where_b]
+    return np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64)
+
+
 def extract_residual(model: Model, seed: int, tokens: int) -> tuple[dict, dict[str, np.ndarray]]:
     """What carries B's residual coordinates in this model: sampled token rows and per-coordinate statistics."""
     roles = model.roles
@@ -144,13 +165,11 @@ def extract_residual(model: Model, seed: int, tokens: int) -> tuple[dict, dict[s
     sources = [(name, view) for name, view in (("embed", embed), ("head", head))
                if view is not None and len(view.shape) == 2 and view.shape[1] == width]
     if sources:
-        rows = min(view.shape[0] for _, view in sources)
-        keys, ids, how = token_keys(model, rows)
-        order = np.argsort(hash_rank(seed, keys), kind="stable")[:tokens]
-        meta.update(vocab_rows=rows, tokens=[keys[i] for i in order], token_key=how)
+        chosen, ids = sample_tokens(model, seed, tokens, min(view.shape[0] for _, view in sources))
+        meta.update(chosen)
         final = _gain(roles.globals, "norm.final", width)
         for name, view in sources:
-            values = sample_block(view, ids[order], np.arange(width))
+            values = sample_block(view, ids, np.arange(width))
             require_finite(values, view.name)
             arrays[name] = (values * final if name == "head" else values).astype(np.float16)
         # the head reads the stream through the final norm's gain: a copy may negate the gain instead of the column
@@ -217,21 +236,15 @@ class Alignment:
 
 
 def _shared_rows(a: Fingerprint, b: Fingerprint) -> tuple[np.ndarray, np.ndarray, int]:
-    if a.meta["token_key"] != b.meta["token_key"]:
-        return np.zeros((0, a.meta["width"])), np.zeros((0, b.meta["width"])), 0
-    if a.meta["token_key"] == "id" and a.meta["vocab_rows"] != b.meta["vocab_rows"]:
-        return np.zeros((0, a.meta["width"])), np.zeros((0, b.meta["width"])), 0
-    where_b = {t: i for i, t in enumerate(b.meta["tokens"])}
-    pairs = [(i, where_b[t]) for i, t in enumerate(a.meta["tokens"]) if t in where_b]
-    ia, ib = np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64)
+    ia, ib = shared_tokens(a, b)
     parts_a, parts_b = [], []
     for name in ("embed", "head"):
-        if name in a.arrays and name in b.arrays:
+        if ia.size and name in a.arrays and name in b.arrays:
             parts_a.append(a.arrays[name][ia].astype(np.float64))
             parts_b.append(b.arrays[name][ib].astype(np.float64))
     if not parts_a:
         return np.zeros((0, a.meta["width"])), np.zeros((0, b.meta["width"])), 0
-    return np.vstack(parts_a), np.vstack(parts_b), len(pairs)
+    return np.vstack(parts_a), np.vstack(parts_b), int(ia.size)
 
 
 def _column_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:

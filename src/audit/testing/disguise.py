@@ -11,7 +11,7 @@ drawn (the permutations, signs, factors, layer map).  Every random choice comes 
 Function-preserving (equal logits, :mod:`audit.testing.forward` proves it in the tests):
 :func:`permute_residual` (with sign flips), :func:`rotate_residual` (orthogonal, SliceGPT
 style, norm gains folded into the next matrices first), :func:`permute_units`,
-:func:`permute_heads`, :func:`rescale`, :func:`fold_norms`, and
+:func:`permute_heads`, :func:`transform_heads`, :func:`rescale`, :func:`fold_norms`, and
 :func:`duplicate_layers` with ``zero_output=True`` (an inserted block that writes nothing).
 Not function-preserving: :func:`drop_layers` and plain :func:`duplicate_layers` (they change
 depth; a real deriver heals them by fine-tuning).
@@ -191,6 +191,41 @@ def permute_heads(tensors: Tensors, config: dict, *, rng: np.random.Generator) -
         out[o] = tensors[o][:, q_rows]
         record.append({"q_heads": q.tolist(), "kv_heads": kv.tolist()})
     return Disguised(out, dict(config), {"head_permutations": record})
+
+
+def transform_heads(tensors: Tensors, config: dict, *, rng: np.random.Generator) -> Disguised:
+    """Per layer and kv head, an invertible map A inside the head's value space (v -> A v, and every
+    query head of the group o_h -> o_h A^-1) and a rotation R that commutes with RoPE (one angle per
+    rotate_half plane, dims i and i + head_dim/2) applied to k and to the group's q heads (q.k
+    unchanged); biases, which live in head space, move with their rows."""
+    s = Shape.of(config)
+    group, dim, half = s.heads // s.kv_heads, s.head_dim, s.head_dim // 2
+    out, record = dict(tensors), []
+    for layer, names in sorted(_layers(tensors).items()):
+        maps, angles = [], []
+        for kv in range(s.kv_heads):
+            value_map = rng.standard_normal((dim, dim)) / np.sqrt(dim) + np.eye(dim)
+            angle = rng.uniform(0.0, 2 * np.pi, size=half)
+            rotation = np.eye(dim)
+            plane = np.arange(half)
+            rotation[plane, plane] = rotation[plane + half, plane + half] = np.cos(angle)
+            rotation[plane, plane + half], rotation[plane + half, plane] = -np.sin(angle), np.sin(angle)
+            heads = [("k_proj", kv, rotation), ("v_proj", kv, value_map)] + [("q_proj", h, rotation) for h in range(kv * group, (kv + 1) * group)]
+            for part, head, matrix in heads:
+                rows = slice(head * dim, (head + 1) * dim)
+                for suffix in ("weight", "bias"):
+                    if (name := names.get(f"self_attn.{part}.{suffix}")) is not None:
+                        out[name] = out[name].copy()
+                        out[name][rows] = matrix @ tensors[name][rows]
+            o = names["self_attn.o_proj.weight"]
+            out[o] = out[o].copy()
+            for head in range(kv * group, (kv + 1) * group):
+                cols = slice(head * dim, (head + 1) * dim)
+                out[o][:, cols] = tensors[o][:, cols] @ np.linalg.inv(value_map)
+            maps.append(value_map.tolist())
+            angles.append(angle.tolist())
+        record.append({"value_maps": maps, "rope_angles": angles})
+    return Disguised(out, dict(config), {"head_transforms": record})
 
 
 def rescale(
