@@ -329,6 +329,9 @@ class GGUFFile:
             count, shape = shape[0], shape[1:]
             if self.experts and count != self.experts:
                 raise InputError(f"{self.path}: '{name}' stacks {count} experts but {self.architecture}.expert_count is {self.experts}")
+            if len(self.entries) + count > MAX_TENSORS:
+                raise InputError(f"{self.path}: '{name}' stacks {count:,} experts, more tensors than a file may hold "
+                                 f"({MAX_TENSORS:,}); corrupted or hostile")
             if nbytes % count:
                 raise InputError(f"{self.path}: '{name}' has {nbytes} bytes, not divisible among {count} experts")
             each = nbytes // count
