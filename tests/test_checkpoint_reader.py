@@ -231,3 +231,17 @@ def test_narrow_sums_flag_overflow_and_non_finite_values():
     assert not np.isfinite(narrow_sums(big)[1])  # the square overflows float32: Moments takes the wide path
     assert Moments.of(big).mean == pytest.approx(big.astype(np.float64).mean())
     assert np.isnan(narrow_sums(np.array([np.nan, 1.0], dtype=np.float16))[0])
+
+
+def test_a_worker_reuses_the_parsed_file_it_has_until_the_file_changes(tmp_path):
+    import os
+    import pickle
+
+    from audit.checkpoint.safetensors_file import SafetensorsFile
+
+    save_file({"w": np.ones((4, 4), dtype=np.float32)}, tmp_path / "m.safetensors")
+    opened = SafetensorsFile(tmp_path / "m.safetensors")
+    assert pickle.loads(pickle.dumps(opened)) is opened  # what a forked worker gets: no second parse
+    os.utime(tmp_path / "m.safetensors", ns=(1, 1))
+    again = pickle.loads(pickle.dumps(opened))
+    assert again is not opened and again.entries == opened.entries  # changed on disk: parsed and checked again

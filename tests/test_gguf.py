@@ -280,3 +280,33 @@ def test_a_renamed_shard_alone_is_refused(split_gguf, tmp_path, run_cli):
     alone.write_bytes(split_gguf[1].read_bytes())
     code, out, err = run_cli("inspect", alone)
     assert code == 2 and "metadata says shard 1 of 4" in err and "NAME-0000k-of-0000n.gguf" in err, err
+
+
+def test_qwen_moe_shared_expert_gate_stored_as_a_vector(moe_models, tmp_path):
+    """llama.cpp creates ffn_gate_inp_shexp as a vector; it is read as Hugging Face's [1, hidden] gate."""
+    name = "model.layers.2.mlp.shared_expert_gate.weight"
+    with open_checkpoint(moe_models["qwen2-moe"]) as a:
+        want = a.tensors[name].view().read(np.float32)
+    path = write_gguf(moe_models["qwen2-moe"], tmp_path / "m.gguf", qtype="F16", raw={name: (want.reshape(-1), "F32")})
+    with open_checkpoint(path) as g:
+        assert g.gguf._stored[name].gguf_name == "blk.2.ffn_gate_inp_shexp.weight"
+        assert g.tensors[name].shape == (1, MOE["qwen2-moe"].hidden)
+        assert np.array_equal(g.tensors[name].view().read(np.float32), want)
+        assert "moe.shared_router" in assign_roles(g).layers[2].roles
+
+
+def test_a_stack_of_absurdly_many_experts_is_refused(tmp_path, run_cli, monkeypatch):
+    import gguf
+
+    from audit.checkpoint import gguf_file
+
+    monkeypatch.setattr(gguf_file, "MAX_TENSORS", 100)  # the real limit, hit with a small file
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_expert_count(101)
+    writer.add_tensor("blk.0.ffn_up_exps.weight", np.zeros((101, 2, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    code, _, err = run_cli("inspect", tmp_path / "m.gguf")
+    assert code == 2 and "stacks 101 experts" in err and "corrupted or hostile" in err, err

@@ -37,7 +37,6 @@ import mmap
 import os
 import re
 import struct
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from audit.checkpoint.dtypes import DTYPES, ITEMSIZE, stored_dtype
-from audit.checkpoint.safetensors_file import MAX_TENSORS, TensorEntry, close_mapped, drop_pages
+from audit.checkpoint.safetensors_file import MAX_TENSORS, TensorEntry, already_open, close_mapped, drop_pages, remember_open
 from audit.checkpoint.vocabulary import Vocabulary, vocabulary_from_gguf
 from audit.errors import InputError, shown
 from audit.files import is_regular, open_regular
@@ -133,21 +132,9 @@ def unpermute_rows(rows: np.ndarray, heads: int) -> np.ndarray:
     return rows.reshape(heads, count // heads // 2, 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
 
-_OPEN: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # parsed files, by identity, in this process
-
-
-def _identity(path: Path) -> tuple:
-    stat = os.stat(path)
-    return (os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-
-
 def _reopen(path: Path, head: Path | None = None) -> GGUFFile:
     """The already parsed file if this process has it (forked workers inherit it), else a fresh parse."""
-    try:
-        found = _OPEN.get(_identity(path))
-    except OSError:
-        found = None
-    return found if found is not None else GGUFFile(path, head=None if head is None else _reopen(head))
+    return already_open(path, GGUFFile) or GGUFFile(path, head=None if head is None else _reopen(head))
 
 
 def split_shards(path: Path) -> list[Path]:
@@ -296,7 +283,7 @@ class GGUFFile:
         self.tensor_types = {name: self._stored[name].ggml_type for name in self.entries}
         self._mmap: mmap.mmap | None = None
         self._held: tuple[str, np.ndarray] | None = None
-        _OPEN[_identity(self.path)] = self
+        remember_open(self)
 
     def __reduce__(self) -> tuple:
         """Pickled as its path: a worker reuses the parsed file it inherited (fork), else reopens it."""
@@ -342,6 +329,9 @@ class GGUFFile:
             count, shape = shape[0], shape[1:]
             if self.experts and count != self.experts:
                 raise InputError(f"{self.path}: '{name}' stacks {count} experts but {self.architecture}.expert_count is {self.experts}")
+            if len(self.entries) + count > MAX_TENSORS:
+                raise InputError(f"{self.path}: '{name}' stacks {count:,} experts, more tensors than a file may hold "
+                                 f"({MAX_TENSORS:,}); corrupted or hostile")
             if nbytes % count:
                 raise InputError(f"{self.path}: '{name}' has {nbytes} bytes, not divisible among {count} experts")
             each = nbytes // count

@@ -15,9 +15,10 @@ import math
 import mmap
 import os
 import struct
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -56,6 +57,37 @@ def looks_pickled(head: bytes) -> bool:
         return True
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and head[8:9] != b"{"
 
+
+
+_OPEN: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # parsed weight files in this process, by identity
+
+
+def _identity(path: Path) -> tuple:
+    stat = os.stat(path)
+    return (os.fspath(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def remember_open(weights: object) -> None:
+    """Record a parsed weight file (with a ``path``) so :func:`already_open` finds it, in this process
+    and in the workers forked from it."""
+    _OPEN[_identity(weights.path)] = weights  # type: ignore[attr-defined]
+
+
+def already_open(path: Path, kind: type) -> Any:
+    """The ``kind`` parsed from ``path`` that this process already holds, if the file is unchanged, else None.
+
+    A forked worker unpickles its tasks' files through this: it reuses the
+    file it inherited instead of parsing the header again for every tensor.
+    """
+    try:
+        found = _OPEN.get(_identity(path))
+    except OSError:
+        return None
+    return found if isinstance(found, kind) else None
+
+
+def _reopen(path: Path) -> SafetensorsFile:
+    return already_open(path, SafetensorsFile) or SafetensorsFile(path)
 
 
 def drop_pages(mapped: mmap.mmap, start: int, stop: int) -> None:
@@ -119,10 +151,12 @@ class SafetensorsFile:
         except InputError as exc:
             raise InputError(f"{self.path}: {exc}") from None
         self._mmap: mmap.mmap | None = None
+        remember_open(self)
 
     def __reduce__(self) -> tuple:
-        """Pickled as its path: a worker process reopens (and re-validates) the file and maps it itself."""
-        return (SafetensorsFile, (self.path,))
+        """Pickled as its path: a worker reuses the parsed file it inherited (fork), else reopens (and
+        re-validates) it; either way it maps the file itself."""
+        return (_reopen, (self.path,))
 
     def _check_prefix(self, head: bytes) -> int:
         if self.size == 0:
