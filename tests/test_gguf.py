@@ -203,7 +203,7 @@ def test_moe_expert_slices_are_views_into_the_stack(moe_models, tmp_path):
         assert g.gguf._held is None
 
 
-@pytest.mark.parametrize("family", ["mixtral", "qwen2-moe"])
+@pytest.mark.parametrize("family", list(MOE))
 def test_moe_gguf_same_fingerprints_and_compare_calls_it_derived(moe_models, tmp_path, family):
     original = moe_models[family]
     exact = _fingerprints(write_gguf(original, tmp_path / "f32.gguf", qtype="F32"))
@@ -310,3 +310,36 @@ def test_a_stack_of_absurdly_many_experts_is_refused(tmp_path, run_cli, monkeypa
     writer.close()
     code, _, err = run_cli("inspect", tmp_path / "m.gguf")
     assert code == 2 and "stacks 101 experts" in err and "corrupted or hostile" in err, err
+
+
+def _hand_split(folder, tensors_count):
+    """Two shards written one by one, as gguf-split lays them out: metadata in the first only."""
+    import gguf
+
+    folder.mkdir()
+    for number, (name, shape) in enumerate([("token_embd.weight", (40, 64)), ("output_norm.weight", (64,))]):
+        writer = gguf.GGUFWriter(str(folder / f"m-{number + 1:05d}-of-00002.gguf"), "llama")
+        if number:
+            writer.kv_data[0].pop("general.architecture")  # later shards hold the split keys only
+        else:
+            writer.add_block_count(1)
+            writer.add_head_count(4)
+        writer.add_uint16("split.no", number)
+        writer.add_uint16("split.count", 2)
+        if tensors_count is not None:
+            writer.add_int32("split.tensors.count", tensors_count)
+        writer.add_tensor(name, np.ones(shape, dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return folder
+
+
+def test_hand_laid_split_and_its_tensor_count(tmp_path, run_cli):
+    with open_checkpoint(_hand_split(tmp_path / "good", 2)) as checkpoint:
+        assert sorted(checkpoint.tensors) == ["model.embed_tokens.weight", "model.norm.weight"]
+        assert checkpoint.config["num_hidden_layers"] == 1
+    for count, words in ((None, "without split.tensors.count"), (3, "says 3 tensors in all, but its 2 shards hold 2")):
+        code, _, err = run_cli("inspect", _hand_split(tmp_path / f"bad{count}", count))
+        assert code == 2 and words in err, err

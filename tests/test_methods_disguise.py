@@ -124,7 +124,7 @@ def test_signs_are_recovered_without_shared_tokens(copies, tmp_path, finetuned):
     """No tokenizer and a resized vocabulary: the odd moments of the embedding columns carry the signs."""
     m = get_method("aligned-match")
     source = copies["_paths"]["a"]
-    steps = [finetune(0.3, 9)] if finetuned else []  # 22-27 of 32 coordinates right over seeds 7-11; 9 gives 27
+    steps = [finetune(0.3, 7)] if finetuned else []
     b = derive(source, tmp_path / "b", *steps, seeded(permute_residual, 3), _foreign_vocabulary(13, 7))
     (b / "tokenizer.json").unlink()
     config = json.loads((b / "config.json").read_text())
@@ -136,8 +136,10 @@ def test_signs_are_recovered_without_shared_tokens(copies, tmp_path, finetuned):
     rng = np.random.default_rng(3)
     perm, signs = rng.permutation(DIMS.hidden), rng.choice([-1.0, 1.0], size=DIMS.hidden)
     right = perm[alignment.order] == np.arange(DIMS.hidden)
-    # norms of random-init weights are weak coordinate features: heavy fine-tuning noise swaps a few coordinates
-    assert right.all() if not finetuned else right.sum() >= 0.8 * DIMS.hidden
+    # Norms of random-init weights are weak coordinate features: heavy fine-tuning noise (30%) swaps some
+    # coordinates (22-27 of 32 right over fine-tune seeds 7-11; a random permutation gets 1 right on average).
+    # The claim under test is the signs: right on every coordinate whose match is right.
+    assert right.all() if not finetuned else right.sum() >= DIMS.hidden // 2
     assert np.array_equal(alignment.signs[right], signs[alignment.order][right])
     result = m.test(fa, fb, seed=0)
     assert result.log10_pvalue <= (-100 if finetuned else result.null.min_log10_pvalue + 1e-9)

@@ -201,6 +201,8 @@ def check_split(files: list[GGUFFile]) -> None:
                              + (" (a shard of a split GGUF named otherwise: name the shards NAME-0000k-of-0000n.gguf)"
                                 if len(files) == 1 else " (shards of different splits mixed?)"))
     stored = sum(file.stored_count for file in files)
+    if not isinstance(total, int) or isinstance(total, bool):
+        raise InputError(f"{files[0].path}: first shard of a split GGUF without split.tensors.count")
     if total != stored:
         raise InputError(f"{files[0].path}: split GGUF says {total} tensors in all, but its {len(files)} shards hold "
                          f"{stored} (a shard of another split mixed in?)")
