@@ -10,8 +10,9 @@ p <= 0.05; with layer-map, whether the map names the zoo's dropped and
 duplicated layers (parent-child pairs); with aligned-match or layer-map, the
 residual alignment chosen.  Then, per method, the independent pairs' false
 positives with and without a disguised member, and the mean agreement per
-count (a uniform permutation's fixed points average 1) for the counting
-methods.
+count (a uniform permutation's fixed points average 1) and a KS test of the
+randomised p-values (P(K > k) + U P(K = k), uniform when the null is exact)
+for the counting methods.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from audit import assign_roles, open_checkpoint
 from audit.methods import Model, get_method
 from audit.stats import format_pvalue
+from audit.stats.fixed_points import convolve_log_pmf, fixed_point_log_pmf, log10_tail
 
 METHODS = ("aligned-match", "layer-map", "head-match")
 
@@ -35,6 +38,17 @@ METHODS = ("aligned-match", "layer-map", "head-match")
 def _row() -> dict:
     return {"derived": collections.defaultdict(list), "maps": [], "n": collections.Counter(), "kinds": collections.Counter(),
             "at_01": collections.Counter(), "at_05": collections.Counter()}
+
+
+def randomised_pvalue(blocks: list[dict], rng: np.random.Generator) -> float | None:
+    """P(K > k) + U P(K = k) under the convolved fixed-point null (None when counts compete, as MoE block pairs do)."""
+    if len({(b["layer_a"], b["block_a"]) for b in blocks}) != len(blocks):
+        return None
+    log_pmf = np.zeros(1)
+    for b in blocks:
+        log_pmf = convolve_log_pmf(log_pmf, fixed_point_log_pmf(b["units"], b["candidates"]))
+    k = sum(b["agreements"] for b in blocks)
+    return 10 ** log10_tail(log_pmf, k + 1) + rng.uniform() * float(np.exp(log_pmf[k]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = collections.defaultdict(_row)
     controls = {m.name: {"plain": [], "disguised": []} for m in methods}
     counts = collections.defaultdict(list)
+    randomised = collections.defaultdict(list)
+    rng = np.random.default_rng(args.seed)
     for pair in pairs:
         row = rows[" + ".join(sorted(pair.get("disguises") or [])) or "none"]
         results = {}
@@ -82,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             row["at_05"][name] += result.pvalue <= 0.05
             controls[name]["disguised" if pair.get("disguises") else "plain"].append(result.pvalue)
             if name != "layer-map":
+                if (value := randomised_pvalue(result.details["blocks"], rng)) is not None:
+                    randomised[(name, "disguised" if pair.get("disguises") else "plain")].append(value)
                 for block in result.details["blocks"]:
                     counts[(name, block["block_a"] if name == "head-match" else "units")].append(block["agreements"])
     header = ["disguises"]
@@ -116,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print("| " + " | ".join(cells) + " |")
     for (name, kind), values in sorted(counts.items()):
         print(f"{name} ({kind}): mean agreements per count on independent pairs {np.mean(values):.3f} over {len(values)} counts")
+    for (name, part), values in sorted(randomised.items()):
+        print(f"{name} ({part} independent pairs): randomised p-values, KS against uniform p = "
+              f"{stats.kstest(values, 'uniform').pvalue:.2g} over {len(values)} pairs")
     print(f"\n{time.perf_counter() - start:.0f} s")
     return 0
 

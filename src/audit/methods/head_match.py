@@ -158,8 +158,8 @@ class HeadMatch(Method):
         "relabel or rotate its internal coordinates without changing what it computes. This method describes "
         "every head by what it does to a fixed set of words both models know (which words it looks for, which "
         "it looks at, what it passes on and what it writes back), in a form that none of those disguises "
-        "changes. It then pairs the heads of the two models twice, from different weights: a copy gives the "
-        "same pairing both times, independently trained models agree only by chance, and how often chance "
+        "changes. It then pairs the heads of the two models from two different sets of weights: a copy gives "
+        "the same pairing both times, independently trained models agree only by chance, and how often chance "
         "does so is known exactly."
     )
     reference = ("this project (issue 12): basis-free token sketches of attention heads (products of attention weights "
