@@ -130,21 +130,38 @@ def _scaled(sketch: np.ndarray) -> np.ndarray:
 
 
 def _bases(sketch: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Orthonormal bases of each head's row space on the shared tokens, centred over them: [heads, hd, T'];
-    directions whose singular value is float16 noise are zeroed (a rank-deficient head counts only its rank)."""
+    """Orthonormal bases of each head's row space on the shared tokens, centred over them: [heads, hd, T'].
+
+    From the eigendecomposition of each head's hd x hd Gram matrix S S^T = W L W^T: the rows of
+    L^-1/2 W^T S are orthonormal and span S's row space (several times faster than an SVD of S when T'
+    exceeds hd).  Directions whose singular value sqrt(L) is float16 noise are zeroed (a rank-deficient
+    head counts only its rank).
+    """
     values = sketch[:, :, columns].astype(np.float64)
     values -= values.mean(axis=2, keepdims=True)
-    _, s, vt = np.linalg.svd(values, full_matrices=False)
-    keep = s > RANK_TOLERANCE * np.maximum(s[:, :1], 1e-300)
-    return vt * keep[:, :, None]
+    eigenvalues, vectors = np.linalg.eigh(np.matmul(values, values.transpose(0, 2, 1)))
+    singular = np.sqrt(np.maximum(eigenvalues, 0.0))
+    keep = singular > RANK_TOLERANCE * np.maximum(singular[:, -1:], 1e-300)
+    scale = np.where(keep, 1.0 / np.where(keep, singular, 1.0), 0.0)
+    return np.matmul(vectors.transpose(0, 2, 1), values) * scale[:, :, None]
 
 
 def overlaps(bases_a: np.ndarray, bases_b: np.ndarray) -> np.ndarray:
-    """||U_i U_j^T||_F^2 / hd for every head i of A and j of B (mean squared cosine of principal angles)."""
+    """||U_i U_j^T||_F^2 / hd for every head i of A and j of B (mean squared cosine of principal angles).
+
+    Computed whichever way costs fewer multiplications: from the heads' cross products (H hd x H hd
+    entries, each a sum over T tokens), or as trace(P_i P_j) from the row-space projectors P = U^T U
+    (T x T each), which is cheaper once hd * H exceeds about 2 T: at 7B shape (32 heads of 128, T = 512),
+    3.5 times fewer.
+    """
     heads_a, dim, tokens = bases_a.shape
     heads_b = bases_b.shape[0]
-    cross = bases_a.reshape(heads_a * dim, tokens) @ bases_b.reshape(heads_b * dim, tokens).T
-    return np.square(cross).reshape(heads_a, dim, heads_b, dim).sum(axis=(1, 3)) / dim
+    if heads_a * heads_b * dim * dim * tokens <= (heads_a + heads_b) * tokens * tokens * dim + heads_a * heads_b * tokens * tokens:
+        cross = bases_a.reshape(heads_a * dim, tokens) @ bases_b.reshape(heads_b * dim, tokens).T
+        return np.square(cross).reshape(heads_a, dim, heads_b, dim).sum(axis=(1, 3)) / dim
+    projectors_a = np.matmul(bases_a.transpose(0, 2, 1), bases_a).reshape(heads_a, tokens * tokens)
+    projectors_b = np.matmul(bases_b.transpose(0, 2, 1), bases_b).reshape(heads_b, tokens * tokens)
+    return projectors_a @ projectors_b.T / dim
 
 
 @dataclass(frozen=True)
