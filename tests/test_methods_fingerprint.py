@@ -35,6 +35,18 @@ def test_bytes_are_deterministic_and_round_trip(models, name, tmp_path):
         assert set(npz.files) >= set(first.arrays)
 
 
+@pytest.mark.parametrize("name", ["attn-std", "norm"])
+def test_extracting_models_together_gives_each_one_its_own_fingerprint(models, name, monkeypatch):
+    """attn-std reduces both models on one set of workers; the default reads them one by one: same bytes."""
+    from audit.checkpoint import tensor
+
+    method = get_method(name)
+    together = method.extract_each(models, seed=3)
+    assert [f.to_bytes() for f in together] == [method.extract(m, seed=3).to_bytes() for m in models]
+    monkeypatch.setattr(tensor, "PROCESS_BYTES", 0)  # the same on forked workers
+    assert [f.to_bytes() for f in method.extract_each(models, seed=3)] == [f.to_bytes() for f in together]
+
+
 def test_unreadable_fingerprint_is_an_input_error(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="unreadable fingerprint"):

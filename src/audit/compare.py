@@ -173,12 +173,12 @@ def run_method(
         if reason := method.requirement(model):
             return MethodOutcome(method, None, f"model {key}: {reason}")
     try:
-        prints = []
-        for key, model in models:
-            slot = (key, method.fingerprint_kind, json.dumps(method.fingerprint_params(), sort_keys=True), seed)
-            if slot not in cache:
-                cache[slot] = method.extract(model, seed)
-            prints.append(cache[slot])
+        params = json.dumps(method.fingerprint_params(), sort_keys=True)
+        slots = [(key, method.fingerprint_kind, params, seed) for key, _ in models]
+        missing = [(slot, model) for slot, (_, model) in zip(slots, models) if slot not in cache]
+        for (slot, _), fingerprint in zip(missing, method.extract_each([model for _, model in missing], seed)):
+            cache[slot] = fingerprint
+        prints = [cache[slot] for slot in slots]
         sizes = (prints[0].nbytes, prints[1].nbytes)
         if reason := method.mismatch(*prints):
             return MethodOutcome(method, None, reason, sizes)

@@ -346,7 +346,7 @@ def _runs(indices: np.ndarray) -> Iterator[tuple[int, int]]:
         yield int(chunk[0]), int(chunk[-1]) + 1
 
 
-def moments_of(views: list[TensorView], workers: int | None = None, min_bytes: int = PROCESS_BYTES, *,
+def moments_of(views: list[TensorView], workers: int | None = None, min_bytes: int | None = None, *,
                meanwhile: Callable[[], object] | None = None) -> list[Moments]:
     """:meth:`TensorView.moments` of many tensors, on worker processes when that pays.
 
@@ -356,6 +356,6 @@ def moments_of(views: list[TensorView], workers: int | None = None, min_bytes: i
     the file itself.  Results are identical either way.  ``meanwhile``: see
     :func:`audit.parallel.fork_map`.
     """
-    if sum(view.nbytes for view in views) < min_bytes:
+    if sum(view.nbytes for view in views) < (PROCESS_BYTES if min_bytes is None else min_bytes):
         return fork_map(TensorView.moments, views, 1, meanwhile=meanwhile)
     return fork_map(TensorView.moments, views, workers, meanwhile=meanwhile)

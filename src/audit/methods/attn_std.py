@@ -19,7 +19,7 @@ its layer-permutation test asks about layer-specific deviations only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -86,11 +86,18 @@ class AttnStd(PermutationMethod):
         return None
 
     def extract(self, model: Model, seed: int) -> Fingerprint:
-        views = [view for p in ATTENTION for view in model.roles.views(p)]
-        # scipy, for the test that follows, is imported while the workers read the weights
-        stds = np.array([m.std(ddof=1) for m in moments_of(views, meanwhile=preload)]).reshape(len(ATTENTION), -1)
-        return self.make(None, {"projections": list(ATTENTION), "depth": model.roles.depth, "ddof": 1},
-                         {"std": stds})
+        return self.extract_each([model], seed)[0]
+
+    def extract_each(self, models: Sequence[Model], seed: int) -> list[Fingerprint]:
+        """Every model's tensors reduced on one set of workers, while this process imports the test's scipy."""
+        views = [[view for p in ATTENTION for view in model.roles.views(p)] for model in models]
+        moments = iter(moments_of([view for each in views for view in each], meanwhile=preload))
+        prints = []
+        for model, each in zip(models, views):
+            stds = np.array([next(moments).std(ddof=1) for _ in each]).reshape(len(ATTENTION), -1)
+            prints.append(self.make(None, {"projections": list(ATTENTION), "depth": model.roles.depth, "ddof": 1},
+                                    {"std": stds}))
+        return prints
 
     def profiles(self, a: Fingerprint, b: Fingerprint) -> tuple[np.ndarray, np.ndarray]:
         """Both z-scored profiles on the common depth grid (the longer model's layers)."""

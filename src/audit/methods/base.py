@@ -17,7 +17,7 @@ import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -205,6 +205,11 @@ class Method(ABC):
     @abstractmethod
     def extract(self, model: Model, seed: int) -> Fingerprint:
         """Read the fingerprint, tensor by tensor (memory stays bounded by one tensor)."""
+
+    def extract_each(self, models: Sequence[Model], seed: int) -> list[Fingerprint]:
+        """:meth:`extract` of each model; a method may read them together (attn-std reduces both models'
+        tensors on one set of worker processes)."""
+        return [self.extract(model, seed) for model in models]
 
     def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
         """Why ``a`` and ``b`` cannot be compared (None when they can); data-dependent
