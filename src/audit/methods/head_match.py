@@ -57,7 +57,9 @@ grouped-query attention the k and v of a group are shared by its query
 heads, so a matching that reads them is invariant only under permutations
 that respect the groups, whose fixed-point law has a heavier tail (P(all
 agree) = 1/|group permutations| instead of 1/n!); matching each tensor on
-its own units keeps every count on the uniform-permutation law.
+its own units keeps every count on the uniform-permutation law (and gives
+two counts per layer instead of one: on the reference zoo's 4-layer, 4-head
+models a floor of 9e-12 instead of 3e-6).
 
 Layers: layer i of A with layer i of B (equal depths; ``layer-map`` handles
 depth changes).  Fingerprint: the four sketches of every head, float16,
