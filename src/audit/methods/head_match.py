@@ -36,7 +36,9 @@ disjoint tensors: query heads from Q and from O, key/value heads from K and
 from V.  The count per layer and side is the number of heads on which the
 two matchings agree (K vs V counts kv heads; with multi-head attention every
 head is its own kv head).  A copy agrees on every head, whatever
-permutation was applied.
+permutation was applied; the results keep each count's Q-side (K-side)
+matching, the recovered head correspondence (for each head of the model with
+fewer heads, its partner in the other).
 
 The null, and what "exact" means here.  The test assumes that for
 independently trained models the O-side matching is the Q-side one composed
