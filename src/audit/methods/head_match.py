@@ -80,10 +80,10 @@ import numpy as np
 
 from audit.checkpoint import TensorView
 from audit.checkpoint.tensor import require_finite
-from audit.methods.agreement import Agreement, combine, count_agreement
+from audit.methods.agreement import Agreement, LayerwiseAgreement, combine, count_agreement
 from audit.methods.aligned_match import single_threaded_blas
 from audit.methods.alignment import sample_tokens, shared_tokens
-from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
+from audit.methods.base import Figure, Fingerprint, Inapplicable, Model
 from audit.methods.common import layer_budget, sample_block
 from audit.roles import Layer
 from audit.stats import TestResult
@@ -169,7 +169,7 @@ def overlaps(bases_a: np.ndarray, bases_b: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class HeadMatch(Method):
+class HeadMatch(LayerwiseAgreement):
     tokens: int = 512
     budget: int = 64 << 20
 
@@ -244,17 +244,10 @@ class HeadMatch(Method):
         meta.update(depth=roles.depth, width=width, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=layers)
         return self.make(seed, meta, arrays)
 
-    def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
-        if reason := super().mismatch(a, b):
-            return reason
+    def unit_mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
         if a.meta["head_dim"] != b.meta["head_dim"]:
             return f"head dimensions differ ({a.meta['head_dim']} vs {b.meta['head_dim']})"
-        if a.meta["depth"] != b.meta["depth"]:
-            return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); layer-map compares every layer pair"
         return None
-
-    def statistic(self, a: Fingerprint, b: Fingerprint) -> float:
-        return self.test(a, b, 0).statistic
 
     def detail(self, details: Mapping[str, Any]) -> str | None:
         key = ("by token text" if details["token_key"] == "text" else
