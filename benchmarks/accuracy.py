@@ -136,6 +136,16 @@ def main(argv: list[str] | None = None) -> int:
                 v = audit.verdict
                 lines.append(f"| {pair.a} ~ {pair.b} | {(pair.derivation or '').replace('|', '/')} | {v.label} | "
                              f"{'-' if v.log10_pvalue is None else f'10^{v.log10_pvalue:.1f}'} | {', '.join(v.deciding)} |")
+        for alpha, audits in verdicts.items():
+            wrong = [(pair, audit.verdict) for pair, audit in zip(zoo.pairs, audits)
+                     if pair.label == "independent" and audit.verdict.label == "derived"]
+            lines += ["", f"### Independent pairs called derived at alpha {alpha}", ""]
+            lines += ["| pair | disguises | Holm p | smallest counting p-values |", "|---|---|---|---|"] if wrong else ["none"]
+            for pair, v in wrong:
+                votes = sorted((e.vote.log10_pvalue, e.outcome.method.name) for e in audits[zoo.pairs.index(pair)].evidence
+                               if e.vote.counts)
+                lines.append(f"| {pair.a} ~ {pair.b} | {' + '.join(pair.disguises) or '-'} | 10^{v.log10_pvalue:.2f} | "
+                             + ", ".join(f"{m} 10^{p:.2f}" for p, m in votes[:3]) + " |")
         lines += ["", "### Calibration on the baseline across its recorded groups (alpha 0.01)", "",
                   "| method | pairs | scheme | false positives | KS p (two-sided) | KS p (p too small) | calibrated |", "|---|---|---|---|---|---|---|"]
         groups = member_groups({n: m.architecture for n, m in population.members.items()},

@@ -95,3 +95,22 @@ def upcycle(experts: int, noise: float, seed: int) -> Step:
         mixtral = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts": experts}
         return Disguised(out, config | mixtral, {"upcycled_experts": experts})
     return apply
+
+
+def fixed_point_draws(method, pairs, rng: np.random.Generator) -> tuple[list[float], list[float], list[int]]:
+    """Exact p, randomised p (uniform when the null holds) and per-block agreement counts of each pair of
+    fingerprints, after checking each reported p against the convolution of its blocks' fixed-point laws."""
+    from audit.stats.fixed_points import convolve_log_pmf, fixed_point_log_pmf, log10_tail
+
+    pvalues, randomised, counts = [], [], []
+    for fa, fb in pairs:
+        result = method.test(fa, fb, 0)
+        log_pmf = np.zeros(1)
+        for block in result.details["blocks"]:
+            log_pmf = convolve_log_pmf(log_pmf, fixed_point_log_pmf(block["units"], block["candidates"]))
+            counts.append(block["agreements"])
+        k = result.details["agreements"]
+        assert abs(result.log10_pvalue - log10_tail(log_pmf, k)) <= 1e-9 * max(1.0, abs(result.log10_pvalue))
+        pvalues.append(result.pvalue)
+        randomised.append(10 ** log10_tail(log_pmf, k + 1) + rng.uniform() * np.exp(log_pmf[k]))
+    return pvalues, randomised, counts

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from methods_support import fixed_point_draws, load_model
 from scipy import stats
 
-from audit import assign_roles, open_checkpoint
-from audit.methods import Fingerprint, Inapplicable, Model, get_method
+from audit.methods import Fingerprint, Inapplicable, get_method
 from audit.methods.head_match import HeadMatch
-from audit.stats.fixed_points import convolve_log_pmf, fixed_point_log_pmf, log10_tail
 from audit.testing import disguise
 from audit.testing.synth import Dims, make_checkpoint
 
@@ -23,14 +22,8 @@ SHAPES = {"mha": Dims(layers=3, hidden=32, mlp=48, heads=4, vocab=60),
           "gqa": Dims(layers=3, hidden=64, mlp=48, heads=8, kv_heads=2, vocab=60)}
 
 
-def _load(path: Path) -> Model:
-    checkpoint = open_checkpoint(path)
-    return Model(assign_roles(checkpoint), checkpoint.vocab, checkpoint.vocabulary)
-
-
 def _tensors(path: Path) -> dict[str, np.ndarray]:
-    """Float64 tensors under the names :mod:`audit.testing.disguise` reads."""
-    return {k.replace("model.lm_head.", "lm_head."): v.astype(np.float64) for k, v in load_file(path / "model.safetensors").items()}
+    return {k: v.astype(np.float64) for k, v in load_file(path / "model.safetensors").items()}
 
 
 def _write(source: Path, target: Path, tensors: dict[str, np.ndarray], tokenizer: dict | None = None) -> Path:
@@ -56,9 +49,9 @@ def disguised(request, tmp_path_factory):
     tensors = disguise.rescale(tensors, config, rng=rng).tensors
     permuted = disguise.permute_residual(tensors, config, rng=rng).tensors
     rotated = disguise.rotate_residual(permuted, config, rng=rng).tensors
-    models = {"a": _load(a), "permuted": _load(_write(a, root / "permuted", permuted)),
-              "rotated": _load(_write(a, root / "rotated", rotated)),
-              "independent": _load(make_checkpoint(root / "independent", "llama", dims, seed=2, tokenizer=True).path)}
+    models = {"a": load_model(a), "permuted": load_model(_write(a, root / "permuted", permuted)),
+              "rotated": load_model(_write(a, root / "rotated", rotated)),
+              "independent": load_model(make_checkpoint(root / "independent", "llama", dims, seed=2, tokenizer=True).path)}
     return dims, models, heads.record["head_permutations"]
 
 
@@ -112,19 +105,10 @@ def test_independent_iid_pairs_give_super_uniform_p(tmp_path, kv_heads):
     dims = Dims(layers=2, hidden=16, mlp=16, heads=4, kv_heads=kv_heads, vocab=40)
     method = get_method("head-match")
     rng = np.random.default_rng(0)
-    pvalues, randomised, counts = [], [], []
-    for seed in range(60):
-        fa = method.extract(_load(make_checkpoint(tmp_path / f"a{seed}", "llama", dims, seed=3000 + 2 * seed, tokenizer=True).path), 0)
-        fb = method.extract(_load(make_checkpoint(tmp_path / f"b{seed}", "llama", dims, seed=3001 + 2 * seed, tokenizer=True).path), 0)
-        result = method.test(fa, fb, 0)
-        log_pmf = np.zeros(1)
-        for block in result.details["blocks"]:
-            log_pmf = convolve_log_pmf(log_pmf, fixed_point_log_pmf(block["units"], block["candidates"]))
-            counts.append(block["agreements"])
-        k = result.details["agreements"]
-        assert result.log10_pvalue == pytest.approx(log10_tail(log_pmf, k))
-        pvalues.append(result.pvalue)
-        randomised.append(10 ** log10_tail(log_pmf, k + 1) + rng.uniform() * math.exp(log_pmf[k]))
+    pairs = ((method.extract(load_model(make_checkpoint(tmp_path / f"a{seed}", "llama", dims, seed=3000 + 2 * seed, tokenizer=True).path), 0),
+              method.extract(load_model(make_checkpoint(tmp_path / f"b{seed}", "llama", dims, seed=3001 + 2 * seed, tokenizer=True).path), 0))
+             for seed in range(60))
+    pvalues, randomised, counts = fixed_point_draws(method, pairs, rng)
     assert stats.kstest(randomised, "uniform").pvalue > 0.01
     for alpha in (0.05, 0.1, 0.25):  # P(p <= alpha) <= alpha: the count is within binomial(60, alpha)'s 99.9% quantile
         assert sum(p <= alpha for p in pvalues) <= stats.binom.ppf(0.999, 60, alpha), alpha
@@ -139,7 +123,7 @@ def test_inapplicable_cases(disguised, tmp_path):
     built = make_checkpoint(tmp_path / "source", "llama", dims, seed=4, tokenizer=True).path
     foreign = {"model": {"type": "WordLevel", "vocab": {f"other{i}": i for i in range(dims.vocab)}}}
     other = _write(built, tmp_path / "foreign", _tensors(built), foreign)
-    fb = method.extract(_load(other), 0)
+    fb = method.extract(load_model(other), 0)
     assert method.mismatch(fa, fb) is None
     with pytest.raises(Inapplicable, match="0 shared tokens; head-match needs at least"):
         method.test(fa, fb, 0)
@@ -149,16 +133,16 @@ def test_inapplicable_cases(disguised, tmp_path):
         few.test(few.extract(models["a"], 0), few.extract(models["independent"], 0), 0)
     # depths differ: layer i cannot be paired with layer i
     shallow = make_checkpoint(tmp_path / "shallow", "llama", Dims(**{**dims.__dict__, "layers": 2}), seed=5, tokenizer=True).path
-    assert "layer-map" in method.mismatch(fa, method.extract(_load(shallow), 0))
+    assert "layer-map" in method.mismatch(fa, method.extract(load_model(shallow), 0))
     # head counts unknown without config.json
     bare = make_checkpoint(tmp_path / "bare", "llama", dims, seed=6, config=False).path
-    assert "head counts unknown" in method.requirement(_load(bare))
+    assert "head counts unknown" in method.requirement(load_model(bare))
 
 
 def _zoo_models():
     pairs = json.loads((ZOO / "pairs.json").read_text())
     names = sorted({p[k] for p in pairs for k in ("a", "b")})
-    return pairs, {n: _load(ZOO / "models" / n) for n in names}
+    return pairs, {n: load_model(ZOO / "models" / n) for n in names}
 
 
 @pytest.mark.skipif(not (ZOO / "pairs.json").exists(), reason="reference zoo not present")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from methods_support import build, derive, finetune, load_model, seeded
+from methods_support import build, derive, finetune, fixed_point_draws, load_model, seeded
 from scipy import stats
 
 from audit.methods import get_method
@@ -208,18 +208,9 @@ def test_independent_synthetic_pairs_give_uniform_randomised_p(tmp_path):
     dims = Dims(layers=2, hidden=16, mlp=24, heads=2, vocab=40)
     m = get_method("aligned-match")
     rng = np.random.default_rng(0)
-    randomised, counts = [], []
-    for seed in range(60):
-        fa = m.extract(load_model(build(tmp_path / f"a{seed}", 1000 + 2 * seed, dims)), 0)
-        fb = m.extract(load_model(build(tmp_path / f"b{seed}", 1001 + 2 * seed, dims)), 0)
-        result = m.test(fa, fb, 0)
-        log_pmf = np.zeros(1)
-        for block in result.details["blocks"]:
-            log_pmf = convolve_log_pmf(log_pmf, fixed_point_log_pmf(block["units"], block["candidates"]))
-            counts.append(block["agreements"])
-        k = result.details["agreements"]
-        assert result.log10_pvalue == pytest.approx(log10_tail(log_pmf, k))
-        randomised.append(10 ** log10_tail(log_pmf, k + 1) + rng.uniform() * math.exp(log_pmf[k]))
+    pairs = ((m.extract(load_model(build(tmp_path / f"a{seed}", 1000 + 2 * seed, dims)), 0),
+              m.extract(load_model(build(tmp_path / f"b{seed}", 1001 + 2 * seed, dims)), 0)) for seed in range(60))
+    _, randomised, counts = fixed_point_draws(m, pairs, rng)
     assert stats.kstest(randomised, "uniform").pvalue > 0.01
     assert np.mean(counts) == pytest.approx(1.0, abs=0.3)  # a random permutation has one fixed point on average
 

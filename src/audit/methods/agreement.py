@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audit.methods.base import Fingerprint, Method
 from audit.methods.matching import best_assignment
 from audit.stats import EXACT, Null, TestResult, bonferroni_min_log10
 from audit.stats.fixed_points import convolve_log_pmf, fixed_point_floor, fixed_point_log_pmf, log10_tail
@@ -100,3 +101,21 @@ def combine(found: list[Agreement], details: dict, assumption: str) -> TestResul
                f"{len(found)} block pairs tested")
     null = Null(EXACT, f"{how}; {assumption}", min_log10_pvalue=floor)
     return TestResult(statistic, log10_p, null, details={**details, "agreements": agreements, "units": units, "blocks": rows})
+
+
+class LayerwiseAgreement(Method):
+    """A method whose test counts agreements layer i against layer i: equal depths, and its statistic is its test's."""
+
+    def unit_mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
+        """Why the two fingerprints' units cannot be matched at all (sizes that differ), or None."""
+        return None
+
+    def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
+        if reason := super().mismatch(a, b) or self.unit_mismatch(a, b):
+            return reason
+        if a.meta["depth"] != b.meta["depth"]:
+            return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); layer-map compares every layer pair"
+        return None
+
+    def statistic(self, a: Fingerprint, b: Fingerprint) -> float:
+        return self.test(a, b, 0).statistic

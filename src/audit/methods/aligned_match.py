@@ -71,9 +71,9 @@ from threadpoolctl import threadpool_limits
 
 from audit.checkpoint.tensor import require_finite
 from audit.methods.alignment import Alignment, align, column_norms, extract_residual, row_norms
-from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
+from audit.methods.base import Figure, Fingerprint, Inapplicable, Model
 from audit.methods.common import layer_budget, mlp_blocks, sample_block
-from audit.methods.agreement import Agreement, combine, count_agreement
+from audit.methods.agreement import Agreement, LayerwiseAgreement, combine, count_agreement
 from audit.methods.matching import unit_rows
 from audit.stats import TestResult
 
@@ -196,7 +196,7 @@ def describe_alignment(alignment: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class AlignedMatch(Method):
+class AlignedMatch(LayerwiseAgreement):
     tokens: int = 4096
     units: int = 256
     budget: int = 128 << 20
@@ -240,17 +240,10 @@ class AlignedMatch(Method):
     def extract(self, model: Model, seed: int) -> Fingerprint:
         return extract_units(self, model, seed)
 
-    def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
-        if reason := super().mismatch(a, b):
-            return reason
+    def unit_mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
         if a.meta["width"] != b.meta["width"]:
             return f"residual widths differ ({a.meta['width']} vs {b.meta['width']})"
-        if a.meta["depth"] != b.meta["depth"]:
-            return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); layer-map compares every layer pair"
         return None
-
-    def statistic(self, a: Fingerprint, b: Fingerprint) -> float:
-        return self.test(a, b, 0).statistic
 
     def detail(self, details: Mapping[str, Any]) -> str | None:
         return describe_alignment(details["alignment"])

@@ -36,7 +36,9 @@ disjoint tensors: query heads from Q and from O, key/value heads from K and
 from V.  The count per layer and side is the number of heads on which the
 two matchings agree (K vs V counts kv heads; with multi-head attention every
 head is its own kv head).  A copy agrees on every head, whatever
-permutation was applied.
+permutation was applied; the results keep each count's Q-side (K-side)
+matching, the recovered head correspondence (for each head of the model with
+fewer heads, its partner in the other).
 
 The null, and what "exact" means here.  The test assumes that for
 independently trained models the O-side matching is the Q-side one composed
@@ -57,7 +59,9 @@ grouped-query attention the k and v of a group are shared by its query
 heads, so a matching that reads them is invariant only under permutations
 that respect the groups, whose fixed-point law has a heavier tail (P(all
 agree) = 1/|group permutations| instead of 1/n!); matching each tensor on
-its own units keeps every count on the uniform-permutation law.
+its own units keeps every count on the uniform-permutation law (and gives
+two counts per layer instead of one: on the reference zoo's 4-layer, 4-head
+models a floor of 9e-12 instead of 3e-6).
 
 Layers: layer i of A with layer i of B (equal depths; ``layer-map`` handles
 depth changes).  Fingerprint: the four sketches of every head, float16,
@@ -76,10 +80,10 @@ import numpy as np
 
 from audit.checkpoint import TensorView
 from audit.checkpoint.tensor import require_finite
-from audit.methods.agreement import Agreement, combine, count_agreement
+from audit.methods.agreement import Agreement, LayerwiseAgreement, combine, count_agreement
 from audit.methods.aligned_match import single_threaded_blas
 from audit.methods.alignment import sample_tokens, shared_tokens
-from audit.methods.base import Figure, Fingerprint, Inapplicable, Method, Model
+from audit.methods.base import Figure, Fingerprint, Inapplicable, Model
 from audit.methods.common import layer_budget, sample_block
 from audit.roles import Layer
 from audit.stats import TestResult
@@ -130,25 +134,42 @@ def _scaled(sketch: np.ndarray) -> np.ndarray:
 
 
 def _bases(sketch: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Orthonormal bases of each head's row space on the shared tokens, centred over them: [heads, hd, T'];
-    directions whose singular value is float16 noise are zeroed (a rank-deficient head counts only its rank)."""
+    """Orthonormal bases of each head's row space on the shared tokens, centred over them: [heads, hd, T'].
+
+    From the eigendecomposition of each head's hd x hd Gram matrix S S^T = W L W^T: the rows of
+    L^-1/2 W^T S are orthonormal and span S's row space (several times faster than an SVD of S when T'
+    exceeds hd).  Directions whose singular value sqrt(L) is float16 noise are zeroed (a rank-deficient
+    head counts only its rank).
+    """
     values = sketch[:, :, columns].astype(np.float64)
     values -= values.mean(axis=2, keepdims=True)
-    _, s, vt = np.linalg.svd(values, full_matrices=False)
-    keep = s > RANK_TOLERANCE * np.maximum(s[:, :1], 1e-300)
-    return vt * keep[:, :, None]
+    eigenvalues, vectors = np.linalg.eigh(np.matmul(values, values.transpose(0, 2, 1)))
+    singular = np.sqrt(np.maximum(eigenvalues, 0.0))
+    keep = singular > RANK_TOLERANCE * np.maximum(singular[:, -1:], 1e-300)
+    scale = np.where(keep, 1.0 / np.where(keep, singular, 1.0), 0.0)
+    return np.matmul(vectors.transpose(0, 2, 1), values) * scale[:, :, None]
 
 
 def overlaps(bases_a: np.ndarray, bases_b: np.ndarray) -> np.ndarray:
-    """||U_i U_j^T||_F^2 / hd for every head i of A and j of B (mean squared cosine of principal angles)."""
+    """||U_i U_j^T||_F^2 / hd for every head i of A and j of B (mean squared cosine of principal angles).
+
+    Computed whichever way costs fewer multiplications: from the heads' cross products (H hd x H hd
+    entries, each a sum over T tokens), or as trace(P_i P_j) from the row-space projectors P = U^T U
+    (T x T each), which is cheaper once hd * H exceeds about 2 T: at 7B shape (32 heads of 128, T = 512),
+    3.5 times fewer.
+    """
     heads_a, dim, tokens = bases_a.shape
     heads_b = bases_b.shape[0]
-    cross = bases_a.reshape(heads_a * dim, tokens) @ bases_b.reshape(heads_b * dim, tokens).T
-    return np.square(cross).reshape(heads_a, dim, heads_b, dim).sum(axis=(1, 3)) / dim
+    if heads_a * heads_b * dim * dim * tokens <= (heads_a + heads_b) * tokens * tokens * dim + heads_a * heads_b * tokens * tokens:
+        cross = bases_a.reshape(heads_a * dim, tokens) @ bases_b.reshape(heads_b * dim, tokens).T
+        return np.square(cross).reshape(heads_a, dim, heads_b, dim).sum(axis=(1, 3)) / dim
+    projectors_a = np.matmul(bases_a.transpose(0, 2, 1), bases_a).reshape(heads_a, tokens * tokens)
+    projectors_b = np.matmul(bases_b.transpose(0, 2, 1), bases_b).reshape(heads_b, tokens * tokens)
+    return projectors_a @ projectors_b.T / dim
 
 
 @dataclass(frozen=True)
-class HeadMatch(Method):
+class HeadMatch(LayerwiseAgreement):
     tokens: int = 512
     budget: int = 64 << 20
 
@@ -223,17 +244,10 @@ class HeadMatch(Method):
         meta.update(depth=roles.depth, width=width, heads=heads, kv_heads=kv_heads, head_dim=head_dim, layers=layers)
         return self.make(seed, meta, arrays)
 
-    def mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
-        if reason := super().mismatch(a, b):
-            return reason
+    def unit_mismatch(self, a: Fingerprint, b: Fingerprint) -> str | None:
         if a.meta["head_dim"] != b.meta["head_dim"]:
             return f"head dimensions differ ({a.meta['head_dim']} vs {b.meta['head_dim']})"
-        if a.meta["depth"] != b.meta["depth"]:
-            return f"depths differ ({a.meta['depth']} vs {b.meta['depth']} layers); layer-map compares every layer pair"
         return None
-
-    def statistic(self, a: Fingerprint, b: Fingerprint) -> float:
-        return self.test(a, b, 0).statistic
 
     def detail(self, details: Mapping[str, Any]) -> str | None:
         key = ("by token text" if details["token_key"] == "text" else
