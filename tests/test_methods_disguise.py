@@ -145,6 +145,20 @@ def test_signs_are_recovered_without_shared_tokens(copies, tmp_path, finetuned):
     assert result.log10_pvalue <= (-100 if finetuned else result.null.min_log10_pvalue + 1e-9)
 
 
+def test_alignment_is_remembered_for_the_same_fingerprints(copies):
+    """aligned-match and layer-map align the same pair once: the second call returns the first result."""
+    from audit.methods.alignment import _align
+
+    m = get_method("aligned-match")
+    fa, fb = m.extract(copies["a"], 0), m.extract(copies["everything"], 0)
+    first = align(fa, fb)
+    assert align(fa, fb) is first
+    fresh = _align(fa, fb)
+    assert np.array_equal(fresh.order, first.order) and np.array_equal(fresh.signs, first.signs)
+    other = align(fa, m.extract(copies["residual"], 0))  # another pair is aligned on its own
+    assert other is not first and align(fa, fb) is first
+
+
 def test_rotation_is_recovered(copies):
     m = get_method("aligned-match")
     fa = m.extract(copies["a"], 0)
