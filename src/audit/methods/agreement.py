@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -66,6 +67,15 @@ def count_agreement(first: np.ndarray, second: np.ndarray, layer_a: int, layer_b
     return Agreement(layer_a, layer_b, block_a, block_b, agree, first.shape[0], first.shape[1], kept)
 
 
+def joint_log_pmf(counts: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Exact law (natural-log pmf) of a sum of independent fixed-point counts, given each count's
+    (units, candidates)."""
+    log_pmf = np.zeros(1)
+    for units, candidates in counts:
+        log_pmf = convolve_log_pmf(log_pmf, fixed_point_log_pmf(units, candidates))
+    return log_pmf
+
+
 def _alternatives(found: list[Agreement]) -> bool:
     """True when some counts compete for the same units (a block of A or of B in several pairs of one layer)."""
     sides_a = [(f.layer_a, f.block_a) for f in found]
@@ -81,10 +91,7 @@ def combine(found: list[Agreement], details: dict, assumption: str) -> TestResul
     agreements, units = sum(f.agreements for f in found), sum(f.units for f in found)
     if not _alternatives(found):
         statistic = agreements / units
-        log_pmf = np.zeros(1)
-        for f in found:
-            log_pmf = convolve_log_pmf(log_pmf, fixed_point_log_pmf(f.units, f.candidates))
-        log10_p = log10_tail(log_pmf, agreements)
+        log10_p = log10_tail(joint_log_pmf((f.units, f.candidates) for f in found), agreements)
         floor = sum(f.log10_floor for f in found)
         layers = len({f.layer_a for f in found})
         how = (f"exact: total agreements of {len(found)} matching pairs over {layers} layers against the convolution of "

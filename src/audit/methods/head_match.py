@@ -80,14 +80,14 @@ import numpy as np
 
 from audit.checkpoint import TensorView
 from audit.checkpoint.tensor import require_finite
-from audit.methods.agreement import Agreement, LayerwiseAgreement, combine, count_agreement
+from audit.methods.agreement import Agreement, LayerwiseAgreement, combine, count_agreement, joint_log_pmf
 from audit.methods.aligned_match import single_threaded_blas
 from audit.methods.alignment import sample_tokens, shared_tokens
 from audit.methods.base import Figure, Fingerprint, Inapplicable, Model
 from audit.methods.common import layer_budget, sample_block
 from audit.roles import Layer
 from audit.stats import TestResult
-from audit.stats.fixed_points import convolve_log_pmf, fixed_point_log_pmf, log10_tail
+from audit.stats.fixed_points import log10_tail
 
 F16_BYTES = 2
 MIN_TOKENS_PER_HEAD_DIM = 2  # shared tokens needed per head dimension: a head's row space must leave room
@@ -261,9 +261,7 @@ class HeadMatch(LayerwiseAgreement):
             by_layer.setdefault(block["layer_a"], []).append(block)
         evidence = []
         for layer in sorted(by_layer):
-            log_pmf = np.zeros(1)
-            for block in by_layer[layer]:
-                log_pmf = convolve_log_pmf(log_pmf, fixed_point_log_pmf(block["units"], block["candidates"]))
+            log_pmf = joint_log_pmf((block["units"], block["candidates"]) for block in by_layer[layer])
             evidence.append(log10_tail(log_pmf, sum(block["agreements"] for block in by_layer[layer])))
         return [Figure("layer_evidence", {"log10_pvalues": evidence},
                        f"Per-layer evidence of {self.name}: -log10 of the exact p-value of each sketched layer's "
